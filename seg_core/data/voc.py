@@ -1,0 +1,95 @@
+"""PASCAL VOC 2012 segmentation for the paper scale, read from a local root (no download).
+
+Expects the standard layout ``<root>/VOCdevkit/VOC2012/{JPEGImages, SegmentationClass,
+ImageSets/Segmentation}`` (torchvision's ``VOCSegmentation``); SBD-augmented training lists go in
+``ImageSets/Segmentation/<split>.txt`` like the official ones (e.g. ``train_aug``). Following
+Large Kernel Matters, images are padded to ``crop_size`` (512: a 16x16 top map at stride 32),
+labels padded with 255 (ignored); training crops are random, with random horizontal flips.
+Items have the contract of the synthetic dataset: ``{"image": uint8 (3, H, W), "label": uint8 (H, W)}``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from seg_core.losses import IGNORE_INDEX
+from seg_core.registry import DATASETS
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+
+
+class VOCSegmentation(Dataset):
+    """VOC 2012 images and palette label maps with the paper's padding/cropping."""
+
+    class_names = VOC_CLASSES
+    num_classes = len(VOC_CLASSES)
+
+    def __init__(self, *, root: str, split: str, crop_size: int = 512, train: bool | None = None, seed: int = 0) -> None:
+        import torchvision
+
+        base = Path(root) / "VOCdevkit" / "VOC2012"
+        list_file = base / "ImageSets" / "Segmentation" / f"{split}.txt"
+        if not list_file.exists():
+            raise FileNotFoundError(f"VOC split list not found: {list_file} (set data.root to the folder holding VOCdevkit)")
+        image_set = split if split in ("train", "val", "trainval") else None
+        if image_set is not None:
+            self._voc = torchvision.datasets.VOCSegmentation(root, year="2012", image_set=image_set, download=False)
+            self._pairs = list(zip(self._voc.images, self._voc.masks))
+        else:
+            names = list_file.read_text().split()
+            self._pairs = [(str(base / "JPEGImages" / f"{n}.jpg"), str(base / "SegmentationClass" / f"{n}.png")) for n in names]
+        self.crop_size = crop_size
+        self.train = split.startswith("train") if train is None else train
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        from PIL import Image
+
+        image_path, label_path = self._pairs[index]
+        image = torch.from_numpy(np.array(Image.open(image_path).convert("RGB"))).permute(2, 0, 1).contiguous()
+        label = torch.from_numpy(np.array(Image.open(label_path)))  # palette indices; 255 = void outline
+        if self.train and bool(torch.rand((), generator=self._generator) < 0.5):
+            image, label = image.flip(-1), label.flip(-1)
+        image, label = self._pad(image, label)
+        if self.train:
+            image, label = self._random_crop(image, label)
+        return {"image": image, "label": label}
+
+    def _pad(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = label.shape
+        ph, pw = max(0, self.crop_size - h), max(0, self.crop_size - w)
+        if ph or pw:
+            image = F.pad(image, (0, pw, 0, ph), value=0)
+            label = F.pad(label, (0, pw, 0, ph), value=IGNORE_INDEX)
+        return image, label
+
+    def _random_crop(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = label.shape
+        top = int(torch.randint(0, h - self.crop_size + 1, (), generator=self._generator))
+        left = int(torch.randint(0, w - self.crop_size + 1, (), generator=self._generator))
+        sl = (slice(top, top + self.crop_size), slice(left, left + self.crop_size))
+        return image[(slice(None),) + sl], label[sl]
+
+
+@DATASETS.register("voc2012")
+def voc2012(*, split: str, num_images: int | None = None, root: str, crop_size: int = 512, seed: int = 0) -> VOCSegmentation:
+    """VOC 2012 (``split`` = a list in ImageSets/Segmentation, e.g. ``train_aug`` or ``val``).
+
+    ``num_images`` is accepted for interface parity with the synthetic set and ignored unless
+    smaller than the split, in which case the first ``num_images`` items are used.
+    """
+    dataset = VOCSegmentation(root=root, split=split, crop_size=crop_size, seed=seed)
+    if num_images is not None and num_images < len(dataset):
+        dataset._pairs = dataset._pairs[:num_images]
+    return dataset

@@ -1,0 +1,71 @@
+"""Losses, composed by name with weights.
+
+A loss term is a callable ``(outputs, targets) -> scalar`` reading the model output and the
+target it is named after. :class:`CompositeLoss` sums weighted terms and reports each one, so
+ICNet's cascade label guidance (0.4 / 0.4 / 1.0) or Gated-SCNN's four losses are configs,
+not code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = 255
+
+LossFn = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], torch.Tensor]
+
+
+def cross_entropy(
+    output: str = "out", target: str = "label", ignore_index: int = IGNORE_INDEX
+) -> LossFn:
+    """Pixel-wise softmax cross-entropy of ``outputs[output]`` against ``targets[target]``.
+
+    Pixels labelled ``ignore_index`` (255: VOC's void outline, padding) contribute nothing;
+    the mean is over the remaining pixels.
+    """
+
+    def loss(outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(outputs[output], targets[target].long(), ignore_index=ignore_index)
+
+    return loss
+
+
+LOSSES: dict[str, Callable[..., LossFn]] = {"cross_entropy": cross_entropy}
+
+
+class CompositeLoss(nn.Module):
+    """Weighted sum of named loss terms; ``forward`` returns ``(total, {name: value})``."""
+
+    def __init__(self, terms: Mapping[str, tuple[LossFn, float]]) -> None:
+        super().__init__()
+        if not terms:
+            raise ValueError("a composite loss needs at least one term")
+        self.terms = dict(terms)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Mapping]) -> CompositeLoss:
+        """``{"seg": {"type": "cross_entropy", "weight": 1.0, "output": "out"}, ...}``."""
+        terms = {}
+        for name, spec in config.items():
+            spec = dict(spec)
+            kind = spec.pop("type")
+            weight = float(spec.pop("weight", 1.0))
+            if kind not in LOSSES:
+                raise KeyError(f"unknown loss type {kind!r}; known: {', '.join(sorted(LOSSES))}")
+            terms[name] = (LOSSES[kind](**spec), weight)
+        return cls(terms)
+
+    def forward(
+        self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        total = None
+        parts = {}
+        for name, (fn, weight) in self.terms.items():
+            value = fn(outputs, targets)
+            parts[name] = float(value.detach())
+            total = weight * value if total is None else total + weight * value
+        return total, parts
