@@ -68,7 +68,8 @@ def _check_type(value: Any, expected: Any) -> str | None:
         (item,) = typing.get_args(expected)[:1] or (Any,)
         for v in value:
             if item is not Any and _check_type(v, item) is not None:
-                return f"an array of {_type_name(item)}s"
+                plural = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+                return f"an array of {plural.get(item, _type_name(item))}"
         return None
     if origin in (dict, Mapping):
         return None if isinstance(value, dict) else "a table"

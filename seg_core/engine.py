@@ -158,7 +158,7 @@ def train(
         loss, parts = criterion(outputs, {"label": labels[idx]})
         if not torch.isfinite(loss):
             bar.close()
-            raise FloatingPointError(f"loss became {float(loss)} at step {step} (lr {lr:.3g}); lower train.lr")
+            raise FloatingPointError(f"loss became {float(loss.detach())} at step {step} (lr {lr:.3g}); lower train.lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

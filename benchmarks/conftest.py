@@ -1,0 +1,35 @@
+"""Benchmark helpers: device list (CPU always, CUDA when present) and a synchronised timer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]),
+]
+
+
+def bench_forward(benchmark, module: torch.nn.Module, x: torch.Tensor, device: str, **info) -> None:
+    """Time ``module(x)`` at batch ``x.shape[0]`` in inference mode, synchronising on CUDA."""
+    module = module.to(device).eval()
+    x = x.to(device)
+
+    def target():
+        with torch.inference_mode():
+            out = module(x)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    benchmark.extra_info.update({
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "input_shape": list(x.shape),
+        "unit": "seconds per forward (pytest-benchmark); batch as in input_shape",
+        **info,
+    })
+    benchmark.pedantic(target, rounds=10, iterations=1, warmup_rounds=2)

@@ -1,0 +1,3 @@
+from report.generate import main
+
+raise SystemExit(main())

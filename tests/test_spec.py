@@ -1,0 +1,116 @@
+"""Strict spec validation: each malformed spec fails before training, naming file, key path and
+expectation; the CLI exits with status 2 and writes nothing."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import cli_args
+
+from ablations.cli import main
+from ablations.spec import SpecError, load_spec
+from ablations.sweep import expand
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _mutate(text: str, old: str, new: str) -> str:
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+# (name, old text, new text, expected key path, words the message must contain)
+CASES = [
+    ("unknown top-level key", 'metric = "miou"', 'metric = "miou"\ncolour = "red"', "<top>.colour", "unknown key"),
+    ("unknown section key", "lr = 0.01\nfreeze", "lr = 0.01\nlearning_rate = 1.0\nfreeze", "scales.mini.train.learning_rate", "unknown key"),
+    ("wrong type", "steps = 4", 'steps = "four"', "scales.mini.train.steps", "expected an integer"),
+    ("unknown model", 'name = "single_head"', 'name = "unet"', "defaults.model.name", "unknown model"),
+    ("unknown dataset", 'name = "shapes"', 'name = "coco"', "scales.mini.data.name", "unknown dataset"),
+    ("unknown backbone", 'backbone = "mini_resnet"', 'backbone = "vgg16"', "scales.mini.model.backbone", "unknown backbone"),
+    ("even k", "k = 5 }", "k = 4 }", "variants[2].model.k", "odd"),
+    ("duplicate variant name", 'name = "k=5"', 'name = "k=3"', "variants[2].name", "duplicate"),
+    ("empty variants", None, None, "variants", "at least one"),
+    ("bad seed list", "seeds = [0, 1]", "seeds = [0, 0]", "scales.mini.seeds", "distinct"),
+    ("negative seed", "seeds = [0, 1]", "seeds = [-1]", "scales.mini.seeds", "distinct integers >= 0"),
+    ("seeds not integers", "seeds = [0, 1]", 'seeds = ["a"]', "scales.mini.seeds", "array of integers"),
+    ("variant without name", 'name = "k=3"\n', "", "variants[1].name", "missing required key"),
+    ("unknown metric", 'metric = "miou"', 'metric = "accuracy"', "metric", "expected one of"),
+    ("baseline not a variant", 'baseline = "baseline"', 'baseline = "1x1"', "baseline", "name of a variant"),
+    ("missing mini scale", "[scales.mini", "[scales.small", "scales.mini", "needs the mini scale"),
+    ("gcn without k", 'model = { head = "gcn", k = 3 }', 'model = { head = "gcn" }', "model.k", "needs a kernel size"),
+    ("data knob out of range", "radius_min = 3.0", "radius_min = 30.0", "scales.mini.data", "radius_min"),
+    ("bad backbone option", "stem_width = 8,", "stem_widths = 8,", "scales.mini.model.backbone_options", "unknown option"),
+    ("paper value not a number", "paper.miou = 70.1", 'paper.miou = "70.1"', "variants[1].paper.miou", "expected a number"),
+    ("invalid toml", 'id = "tiny"', 'id = "tiny', "<toml>", "not valid TOML"),
+]
+
+
+def _case_text(base: str, old, new) -> str:
+    if old is None:  # no variants at all: an empty top-level array
+        return "variants = []\n" + base[: base.index("[[variants]]")]
+    if old == "[scales.mini":
+        return base.replace(old, new)
+    return _mutate(base, old, new)
+
+
+@pytest.mark.parametrize("name,old,new,keypath,words", CASES, ids=[c[0] for c in CASES])
+def test_malformed_spec_is_rejected_with_file_keypath_and_expectation(tiny, capsys, name, old, new, keypath, words):
+    base = tiny["spec"].read_text()
+    tiny["spec"].write_text(_case_text(base, old, new))
+    with pytest.raises(SpecError) as info:
+        load_spec(tiny["spec"])
+    err = info.value
+    assert err.file == str(tiny["spec"])
+    assert err.path.endswith(keypath), (err.path, keypath)
+    assert words in err.message
+    # The CLI: exit 2, the file and key path in the message, nothing written anywhere.
+    code = main(cli_args(tiny, "run", "tiny"))
+    assert code == 2
+    message = capsys.readouterr().err
+    assert str(tiny["spec"]) in message and keypath in message
+    assert not tiny["results"].exists() and not tiny["cache"].exists()
+
+
+def test_cli_exit_status_is_2_in_a_real_process(tiny):
+    text = tiny["spec"].read_text().replace("k = 5 }", "k = 6 }")
+    tiny["spec"].write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "ablations", *cli_args(tiny, "run", "tiny")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert re.search(r"tiny\.toml: variants\[2\]\.model\.k: expected a positive odd kernel size", proc.stderr)
+    assert not tiny["results"].exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["run", "tiny", "--scale", "paper"], "no such scale"),
+    (["run", "tiny", "--seeds", "1", "1"], "--seeds"),
+    (["run", "tiny", "train.stepz=3"], "train.stepz"),
+    (["run", "tiny", "model.k=4"], "odd"),
+    (["run", "tiny", "steps=3"], "section.key"),
+    (["run", "nope"], "no ablation 'nope'"),
+    (["run", "tiny", "--jobs", "0"], "--jobs"),
+])
+def test_bad_command_line_exits_2_and_writes_nothing(tiny, capsys, args, fragment):
+    assert main(cli_args(tiny, *args)) == 2
+    assert fragment in capsys.readouterr().err
+    assert not tiny["results"].exists()
+
+
+def test_every_shipped_spec_validates_at_every_scale():
+    specs = sorted((ROOT / "ablations" / "specs").glob("*.toml"))
+    assert specs
+    for path in specs:
+        spec = load_spec(path)
+        for scale in spec.scales:
+            runs = expand(spec, scale, results_dir=Path("/nonexistent"))
+            assert len(runs) == len(spec.variants) * len(spec.seeds(scale))
+            assert len({r["path"] for r in runs}) == len(runs)
+
+
+def test_gcn_k_spec_carries_the_papers_numbers():
+    spec = load_spec(ROOT / "ablations" / "specs" / "gcn-k.toml")
+    assert [v.name for v in spec.variants] == ["baseline"] + [f"k={k}" for k in range(3, 16, 2)]
+    assert [v.paper["miou"] for v in spec.variants] == [69.0, 70.1, 71.1, 72.8, 73.4, 73.7, 74.0, 74.5]
+    assert len(spec.seeds("mini")) >= 3
