@@ -160,7 +160,9 @@ def execute_run(run: dict[str, Any], *, cache_dir: str, quiet: bool = False) -> 
         model.backbone.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
 
     schedule = engine.TrainConfig(**config["train"])
-    cache_key = (pre_meta or {}).get("hash"), json.dumps(data_cfg, sort_keys=True)
+    # Features may be shared between runs only when the frozen weights are the same: a
+    # pretrained backbone (identified by its hash). A randomly initialised one differs per seed.
+    cache_key = None if pre_meta is None else (pre_meta["hash"], json.dumps(data_cfg, sort_keys=True))
     t0 = time.perf_counter()
     train_stats = engine.train(
         model, train_set, schedule, seed=seed, desc=f"{run['variant']} s{seed}",

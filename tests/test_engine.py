@@ -57,3 +57,20 @@ def test_divergence_is_reported():
                          backbone_options={"stem_width": 8, "widths": [8, 8, 8]})
     with pytest.raises(FloatingPointError, match="lower train.lr"):
         train(model, data, TrainConfig(steps=5, batch_size=4, lr=1e12, momentum=0.0, freeze_backbone=True), seed=0)
+
+
+def test_frozen_random_backbones_do_not_share_cached_features(tiny, tmp_path):
+    """Without pretraining, each seed's frozen backbone is different: no feature sharing."""
+    from ablations import execute
+
+    spec = load_spec(tiny["spec"])
+    run = [r for r in expand(spec, "mini", results_dir=tiny["results"]) if r["variant"] == "k=3"][0]
+    config = {k: v for k, v in run["config"].items() if k != "pretrain"}
+    seed0 = dict(run, config=dict(config, seed=0), path=str(tmp_path / "s0.json"))
+    seed1 = dict(run, config=dict(config, seed=1), path=str(tmp_path / "s1.json"))
+    execute._FEATURES.clear()
+    alone = execute_run(seed1, cache_dir=str(tiny["cache"]))["metrics"]
+    execute._FEATURES.clear()
+    execute_run(seed0, cache_dir=str(tiny["cache"]))
+    after_other_seed = execute_run(seed1, cache_dir=str(tiny["cache"]))["metrics"]
+    assert after_other_seed == alone
