@@ -159,12 +159,6 @@ class Spec:
     scales: dict
     variants: tuple[Variant, ...]
 
-    def variant(self, name: str) -> Variant:
-        for v in self.variants:
-            if v.name == name:
-                return v
-        raise KeyError(name)
-
     def seeds(self, scale: str) -> list[int]:
         return list(self.scales[scale]["seeds"])
 

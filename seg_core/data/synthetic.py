@@ -121,6 +121,7 @@ def _texture(sample: _Sampler, cfg: ShapesConfig, grid_y, grid_x, background: bo
     phase = sample.uniform(0.0, 2 * math.pi)[:, None, None]
     color_a = sample.uniform(0.0, 255.0, 3)
     offset = sample.uniform(-40.0, 40.0, 3)
+    # Both candidate second colours are drawn either way, so the random stream has one layout.
     color_b = torch.where(torch.tensor(background), (color_a + offset).clamp(0, 255), sample.uniform(0.0, 255.0, 3))
     zero = torch.zeros(sample.n)
     u, v = _local_coords(grid_y, grid_x, zero, zero, angle)
