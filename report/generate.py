@@ -121,13 +121,12 @@ def verdict(spec: dict, summary: pd.DataFrame) -> Verdict:
     head_name, base_name = spec.get("headline"), spec["baseline"]
     head = summary[summary.variant == head_name].iloc[0] if head_name else None
     base = summary[summary.variant == base_name].iloc[0]
-    significant = same_sign = False
+    significant = False  # beyond the noise *in the paper's direction*
     if head is not None and head.n > 0 and base.n > 0:
         noise = max(head["std"], base["std"])
         if math.isnan(noise):
             return Verdict("not enough seeds", f"needs at least 2 seeds of {head_name} and {base_name} to judge against seed noise", details)
         significant = head["delta"] > NOISE_SIGMAS * noise if head["paper_delta"] >= 0 else head["delta"] < -NOISE_SIGMAS * noise
-        same_sign = math.copysign(1, head["delta"]) == math.copysign(1, head["paper_delta"])
         details.append(
             f"Headline {head_name} - {base_name}: paper **{head['paper_delta']:+.1f}** points, ours "
             f"**{head['delta']:+.2f}** points (mean of per-seed differences over {min(head.n, base.n)} seeds; "
@@ -145,11 +144,11 @@ def verdict(spec: dict, summary: pd.DataFrame) -> Verdict:
             + ("ours saturates where the paper's curve still rises." if within else "ours turns down where the paper's curve still rises.")
         )
     ordering = not math.isnan(rho) and rho >= RHO_THRESHOLD
-    if significant and same_sign and ordering:
+    if significant and ordering:
         label = "reproduced"
         sentence = (f"reproduced: {head_name} beats {base_name} by {head['delta']:+.2f} points (> {NOISE_SIGMAS:g} sigma), "
                     f"rank correlation with the paper {rho:.2f}")
-    elif significant and same_sign:
+    elif significant:
         label = "partially reproduced"
         sentence = (f"partially reproduced: the headline gain holds ({head['delta']:+.2f} points, > {NOISE_SIGMAS:g} sigma) "
                     f"but the ordering of the variants does not follow the paper (rho {rho:.2f} < {RHO_THRESHOLD})")
