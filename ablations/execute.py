@@ -21,10 +21,10 @@ import torch
 
 from ablations.store import config_hash, dumps, write_atomic
 from seg_core import engine
-from seg_core.complexity import count_macs, count_parameters
+from seg_core.complexity import count_macs, count_parameters, model_complexity
 from seg_core.heads import weight_count
 from seg_core.metrics import band_width_for
-from seg_core.models import MODELS
+from seg_core.models import MODELS, build_head
 from seg_core.registry import DATASETS
 
 PRETRAIN_THREADS = 2  # fixed, so the pretrained weights do not depend on the machine's cores
@@ -182,8 +182,7 @@ def execute_run(run: dict[str, Any], *, cache_dir: str, quiet: bool = False) -> 
     complexity = {
         "convention": "MACs = multiply-accumulates (FlopCounterMode FLOPs / 2), batch 1",
         "input_shape": [1, 3, image_size, image_size],
-        "params_total": count_parameters(model),
-        "macs_total": count_macs(model, (1, 3, image_size, image_size)),
+        **model_complexity(model, (1, 3, image_size, image_size)),
     }
     if head is not None:
         complexity.update({
@@ -192,6 +191,11 @@ def execute_run(run: dict[str, Any], *, cache_dir: str, quiet: bool = False) -> 
             "macs_head": count_macs(head, (1, top, top_size, top_size)),
             "top_feature_map": [top, top_size, top_size],
         })
+    if config.get("paper_config"):
+        pc, m = config["paper_config"], config["model"]
+        at_paper = build_head(m["head"], in_channels=pc["in_channels"], num_classes=pc["num_classes"],
+                              k=m.get("k"), stack_width=pc.get("stack_width"))
+        complexity["head_weights_paper_config"] = weight_count(at_paper)
     record = {
         "schema": 1,
         "ablation": run["ablation"],

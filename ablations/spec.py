@@ -1,8 +1,13 @@
 """Loading and strict validation of ablation spec files (TOML, one per paper table).
 
 A spec has top-level metadata (``id``, ``title``, ``source``, ``paper_table``, ``claim``,
-``metric``, ``baseline``, ``headline``, ``[report]``), shared ``[defaults]``, one block per
-scale (``[scales.mini]``, ``[scales.paper]``) and ``[[variants]]``. A run config is
+``metric``, ``baseline``, ``headline``, ``[report]``, ``[paper_config]``), shared
+``[defaults]``, one block per scale (``[scales.mini]``, ``[scales.paper]``) and
+``[[variants]]``. ``[[report.checks]]`` states the paper's claims as pairwise comparisons
+(``a`` vs ``b`` on a metric, ``expect`` greater/less/similar) that the report tests against
+seed noise. ``[paper_config]`` (``in_channels``, ``num_classes``; per variant also
+``paper_config.stack_width``) asks each run to also count its head's weights at the paper's
+configuration, for tables that print parameter counts. A run config is
 ``defaults`` <- ``scales.<scale>`` <- the variant, merged section by section (``model``,
 ``data``, ``pretrain``, ``train``, ``eval``). Every problem is reported as
 ``<file>: <key path>: <what was expected>, got <value>`` before any training starts.
@@ -141,6 +146,7 @@ class Variant:
     sections: dict
     paper: dict
     index: int
+    paper_config: dict
 
 
 @dataclass(frozen=True)
@@ -155,9 +161,16 @@ class Spec:
     baseline: str
     headline: str | None
     report: dict
+    paper_config: dict
     defaults: dict
     scales: dict
     variants: tuple[Variant, ...]
+
+    def paper_config_for(self, variant: Variant) -> dict | None:
+        """Head options at the paper's configuration for ``variant`` (None: not requested)."""
+        if not self.paper_config:
+            return None
+        return {**self.paper_config, **variant.paper_config}
 
     def seeds(self, scale: str) -> list[int]:
         return list(self.scales[scale]["seeds"])
@@ -178,8 +191,14 @@ class Spec:
 
 _TOP = {"id": (str, True), "title": (str, True), "source": (str, True), "paper_table": (str, True),
         "claim": (str, True), "metric": (str, True), "baseline": (str, True), "headline": (str, False),
-        "report": (dict, False), "defaults": (dict, True), "scales": (dict, True), "variants": (list, True)}
-_REPORT = {"x": (str, False), "x_label": (str, False), "x_default": (float, False), "notes": (str, False)}
+        "report": (dict, False), "paper_config": (dict, False), "defaults": (dict, True), "scales": (dict, True),
+        "variants": (list, True)}
+_REPORT = {"x": (str, False), "x_label": (str, False), "x_default": (float, False), "notes": (str, False),
+           "checks": (list, False), "columns": (list[str], False)}
+_CHECK = {"claim": (str, True), "a": (str, True), "b": (str, True), "metric": (str, False), "expect": (str, False)}
+EXPECTATIONS = ("greater", "less", "similar")
+_PAPER_CONFIG = {"in_channels": (int, True), "num_classes": (int, True)}
+_VARIANT_PAPER_CONFIG = {"stack_width": (int, False)}
 _SCALE_META = {"seeds": (list[int], True), "description": (str, False)}
 _SECTION_TABLES = {s: (dict, False) for s in SECTIONS}
 
@@ -224,7 +243,12 @@ def load_spec(path: str | Path) -> Spec:
     variants, names, slugs = [], set(), {}
     for i, v in enumerate(variants_raw):
         path = f"variants[{i}]"
-        _check_table(file, path, v, {"name": (str, True), "paper": (dict, False), **_SECTION_TABLES}, partial=False)
+        _check_table(file, path, v, {"name": (str, True), "paper": (dict, False), "paper_config": (dict, False),
+                                     **_SECTION_TABLES}, partial=False)
+        if "paper_config" in v:
+            if "paper_config" not in raw:
+                raise SpecError(file, f"{path}.paper_config", "needs a top-level [paper_config] (in_channels, num_classes)")
+            _check_table(file, f"{path}.paper_config", v["paper_config"], _VARIANT_PAPER_CONFIG, partial=True)
         name = v["name"].strip()
         if not name:
             raise SpecError(file, f"{path}.name", "expected a non-empty name")
@@ -240,19 +264,47 @@ def load_spec(path: str | Path) -> Spec:
                 raise SpecError(file, f"{path}.paper.{key}", f"expected a number (the paper's value), got {value!r}")
         sections = {s: v[s] for s in SECTIONS if s in v}
         _check_sections_shallow(file, path, sections)
-        variants.append(Variant(name, slug, sections, dict(v.get("paper", {})), i))
+        variants.append(Variant(name, slug, sections, dict(v.get("paper", {})), i, dict(v.get("paper_config", {}))))
 
     for key in ("baseline", "headline"):
         if key in raw and raw[key] not in names:
             raise SpecError(file, key, f"expected the name of a variant ({sorted(names)}), got {raw[key]!r}")
+    _check_report(file, raw.get("report", {}), names)
+    if "paper_config" in raw:
+        _check_table(file, "paper_config", raw["paper_config"], _PAPER_CONFIG, partial=False)
 
     spec = Spec(file, raw["id"], raw["title"], raw["source"], raw["paper_table"], raw["claim"], raw["metric"],
-                raw["baseline"], raw.get("headline"), raw.get("report", {}), raw["defaults"], scales, tuple(variants))
+                raw["baseline"], raw.get("headline"), raw.get("report", {}), raw.get("paper_config", {}),
+                raw["defaults"], scales, tuple(variants))
     for scale in scales:
         for variant in spec.variants:
             merged, origin = spec.resolve(scale, variant)
             validate_run_sections(file, merged, origin)
+            if spec.paper_config and merged["model"]["name"] != "single_head":
+                raise SpecError(file, "paper_config", "counts a single_head model's head; "
+                                f"variant {variant.name!r} uses model {merged['model']['name']!r}")
+            if spec.paper_config and "stack_width" in merged["model"] and "stack_width" not in variant.paper_config:
+                raise SpecError(file, f"variants[{variant.index}].paper_config.stack_width",
+                                "missing: the variant sets model.stack_width, so give the paper's width m too")
     return spec
+
+
+def _check_report(file, report: dict, names: set[str]) -> None:
+    for i, check in enumerate(report.get("checks", [])):
+        path = f"report.checks[{i}]"
+        _check_table(file, path, check, _CHECK, partial=False)
+        for key in ("a", "b"):
+            if check[key] not in names:
+                raise SpecError(file, f"{path}.{key}", f"expected the name of a variant ({sorted(names)}), got {check[key]!r}")
+        if check["a"] == check["b"]:
+            raise SpecError(file, f"{path}.b", f"compares {check['a']!r} with itself")
+        if check.get("metric", "miou") not in METRICS:
+            raise SpecError(file, f"{path}.metric", f"expected one of {list(METRICS)}, got {check['metric']!r}")
+        if check.get("expect", "greater") not in EXPECTATIONS:
+            raise SpecError(file, f"{path}.expect", f"expected one of {list(EXPECTATIONS)}, got {check['expect']!r}")
+    for i, column in enumerate(report.get("columns", [])):
+        if column not in METRICS:
+            raise SpecError(file, f"report.columns[{i}]", f"expected one of {list(METRICS)}, got {column!r}")
 
 
 def _check_sections_shallow(file, prefix: str, block: dict) -> None:

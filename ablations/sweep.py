@@ -72,6 +72,9 @@ def expand(
         validate_run_sections("<command line>" if parsed else spec.file, merged, origin)
         for seed in seed_list:
             config = {**{s: merged[s] for s in SECTIONS}, "seed": seed}
+            paper_config = spec.paper_config_for(variant)
+            if paper_config is not None:  # only present when asked for, so other hashes are unchanged
+                config["paper_config"] = paper_config
             h = config_hash(config)
             runs.append({
                 "ablation": spec.id, "scale": scale, "scale_tag": tag, "variant": variant.name,

@@ -29,3 +29,19 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], **extra_inputs: t
     finally:
         model.train(was_training)
 
+
+
+def model_complexity(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Parameters and MACs of a segmentation model, split into backbone and decoder.
+
+    ``model.backbone`` is counted on its own on the same input; the decoder is the rest
+    (heads, refinement, fusion, upsampling). MACs as in :func:`count_macs`.
+    """
+    total_p, total_m = count_parameters(model), count_macs(model, input_shape)
+    out = {"params_total": total_p, "macs_total": total_m}
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None:
+        bb_p, bb_m = count_parameters(backbone), count_macs(backbone, input_shape)
+        out.update({"params_backbone": bb_p, "macs_backbone": bb_m,
+                    "params_decoder": total_p - bb_p, "macs_decoder": total_m - bb_m})
+    return out

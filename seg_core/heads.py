@@ -142,6 +142,12 @@ def trivial(*, in_channels: int, num_classes: int, k: int) -> nn.Module:
     return LargeKernelConv(in_channels, num_classes, k)
 
 
+@HEADS.register("gcn_br")
+def gcn_br(*, in_channels: int, num_classes: int, k: int) -> nn.Module:
+    """GCN followed by one BR on its score map: the res-5 branch of Fig. 2, as in Table 5."""
+    return nn.Sequential(GlobalConvolution(in_channels, num_classes, k), BoundaryRefinement(num_classes))
+
+
 @HEADS.register("stack3x3")
 def stack3x3(*, in_channels: int, num_classes: int, k: int, width: int | None = None) -> nn.Module:
     return StackedConv3x3(in_channels, num_classes, k, in_channels if width is None else width)
