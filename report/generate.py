@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from report.checks import NOISE_SIGMAS, SIMILAR_POINTS, describe, judge_all
 from report.stats import spearman
 
 ROOT = Path(__file__).resolve().parent.parent
 RHO_THRESHOLD = 0.8  # rank agreement needed to call the ordering reproduced
-NOISE_SIGMAS = 2.0   # the headline delta must exceed this many seed standard deviations
+METRIC_NAMES = {"miou": "mIoU", "pixel_acc": "pixel acc.", "mean_acc": "mean acc.",
+                "boundary_miou": "boundary-band mIoU", "interior_miou": "interior mIoU",
+                "boundary_pixel_acc": "boundary-band acc.", "interior_pixel_acc": "interior acc."}
 
 
 @dataclass
@@ -65,8 +68,13 @@ def frame(spec: dict, records: list[dict]) -> pd.DataFrame:
             continue
         m = r["metrics"]
         x = _get(r["config"], x_key) if x_key else None
+        c = r["complexity"]
         rows.append({
-            "variant": r["variant"], "seed": r["seed"], "value": 100 * m[metric],
+            "variant": r["variant"], "seed": r["seed"], "value": 100 * m[metric], "metrics": m,
+            "backbone": r["config"]["model"].get("backbone"),
+            "params_backbone": c.get("params_backbone"), "macs_backbone": c.get("macs_backbone"),
+            "params_decoder": c.get("params_decoder"), "macs_decoder": c.get("macs_decoder"),
+            "head_weights_paper_config": c.get("head_weights_paper_config"),
             "boundary_miou": 100 * m["boundary_miou"] if "boundary_miou" in m else math.nan,
             "interior_miou": 100 * m["interior_miou"] if "interior_miou" in m else math.nan,
             "head_weights": r["complexity"].get("head_weights"), "params_head": r["complexity"].get("params_head"),
@@ -106,11 +114,27 @@ def summarise(spec: dict, df: pd.DataFrame) -> pd.DataFrame:
             "boundary_miou": runs["boundary_miou"].mean() if not runs.empty else math.nan,
             "interior_miou": runs["interior_miou"].mean() if not runs.empty else math.nan,
             "x": runs["x"].iloc[0] if not runs.empty else None,
+            "paper_head_weights_k": v.get("paper", {}).get("head_weights_k"),
+            **{key: _first(runs, key) for key in ("head_weights_paper_config", "backbone", "params_backbone",
+                                                  "macs_backbone", "params_decoder", "macs_decoder")},
+            **{f"paper_{c}": v.get("paper", {}).get(c) for c in spec.get("report", {}).get("columns", [])},
+            **{f"ours_{c}": _metric_mean_std(runs, c) for c in spec.get("report", {}).get("columns", [])},
         })
     return pd.DataFrame(rows)
 
 
-def verdict(spec: dict, summary: pd.DataFrame) -> Verdict:
+def _first(runs: pd.DataFrame, key: str):
+    if runs.empty or key not in runs or runs[key].isna().all():
+        return None
+    return runs[key].dropna().iloc[0]
+
+
+def _metric_mean_std(runs: pd.DataFrame, metric: str) -> tuple[float, float]:
+    values = pd.Series([100 * m.get(metric, math.nan) for m in runs["metrics"]], dtype=float) if not runs.empty else pd.Series(dtype=float)
+    return (values.mean() if len(values) else math.nan, values.std(ddof=1) if len(values) > 1 else math.nan)
+
+
+def verdict(spec: dict, summary: pd.DataFrame, df: pd.DataFrame | None = None) -> Verdict:
     ran = summary[summary.n > 0]
     if ran.empty:
         return Verdict("no results", "not run yet", [])
@@ -118,6 +142,8 @@ def verdict(spec: dict, summary: pd.DataFrame) -> Verdict:
     rho = spearman(list(both["paper"]), list(both["mean"])) if len(both) >= 3 else math.nan
     details = [f"Spearman rank correlation between the paper's and our means over {len(both)} variants: "
                f"**rho = {rho:.2f}** (threshold {RHO_THRESHOLD})."]
+    if spec.get("report", {}).get("checks"):
+        return _verdict_from_checks(spec, df if df is not None else pd.DataFrame(), details)
     head_name, base_name = spec.get("headline"), spec["baseline"]
     head = summary[summary.variant == head_name].iloc[0] if head_name else None
     base = summary[summary.variant == base_name].iloc[0]
@@ -159,6 +185,53 @@ def verdict(spec: dict, summary: pd.DataFrame) -> Verdict:
     return Verdict(label, sentence, details)
 
 
+def _verdict_from_checks(spec: dict, df: pd.DataFrame, details: list[str]) -> Verdict:
+    """Every claim of the table judged on its own; the verdict counts how many hold."""
+    results = judge_all(spec, df)
+    if any(r.outcome == "not enough seeds" for r in results):
+        return Verdict("not enough seeds", "needs at least 2 seeds of every compared variant to judge against seed noise", details)
+    held = [r for r in results if r.holds]
+    failed = [r for r in results if not r.holds]
+    if not failed:
+        label = "reproduced"
+        sentence = f"reproduced: all {len(results)} claims hold beyond seed noise"
+    elif held:
+        label = "partially reproduced"
+        sentence = (f"partially reproduced: {len(held)} of {len(results)} claims hold; not: "
+                    + "; ".join(describe(r) for r in failed))
+    else:
+        label = "not reproduced"
+        sentence = f"not reproduced: none of the {len(results)} claims holds; " + "; ".join(describe(r) for r in failed)
+    details.append(
+        f"Each claim compares two variants seed by seed (paired differences); it holds when the mean difference "
+        f"has the claimed sign and exceeds {NOISE_SIGMAS:g} x the larger seed std of the two, or, for *similar*, "
+        f"stays within that band or {SIMILAR_POINTS:g} points. See the claims table below."
+    )
+    return Verdict(label, sentence, details)
+
+
+def _claims_table(spec: dict, df: pd.DataFrame) -> list[str]:
+    results = judge_all(spec, df)
+    if not results:
+        return []
+    rows = [{
+        "claim": r.claim,
+        "compared": f"{r.a} vs {r.b}",
+        "metric": METRIC_NAMES.get(r.metric, r.metric),
+        "Δ paper": _fmt(r.paper_delta, "+.1f"),
+        "Δ ours": "-" if r.n == 0 else f"{r.delta:+.2f} ± {_fmt(r.delta_std, '.2f')}",
+        "band": _fmt(r.threshold, ".2f"),
+        "outcome": f"**{r.outcome}**" if r.holds else r.outcome,
+    } for r in results]
+    return ["## Claims", "",
+            pd.DataFrame(rows).to_markdown(index=False, colalign=["left", "left", "left", "right", "right", "right", "left"],
+                                           disable_numparse=True), "",
+            f"Δ = a - b in points (ours: mean ± std of the per-seed differences). *band* = {NOISE_SIGMAS:g} x the larger "
+            "seed std of the two variants (for *similar*: that or "
+            f"{SIMILAR_POINTS:g} points, whichever is wider); a claim of a difference holds beyond the band, "
+            "*reversed* means beyond it with the opposite sign.", ""]
+
+
 def _fmt(v, spec: str = ".1f", missing: str = "-") -> str:
     return missing if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
@@ -168,16 +241,38 @@ def _thousands(n) -> str:
 
 
 def figure(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, path: Path) -> bool:
-    """Two panels: delta vs baseline (paper and ours, same axis); our absolute values per seed."""
+    """Paper vs ours: along ``report.x`` (one line per ``report.series`` value when given), or per variant."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    if df.empty or summary["x"].isna().all():
+    if df.empty:
         return False
     sns.set_theme(style="whitegrid", context="notebook")
+    report = spec.get("report", {})
+    if report.get("x") and report.get("series"):
+        fig = _figure_series(spec, summary, df, plt)
+    elif report.get("x") and not summary["x"].isna().all():
+        fig = _figure_sweep(spec, summary, df, plt)
+    else:
+        fig = _figure_variants(spec, summary, df, plt)
+    fig.suptitle(f"{spec['title']} ({spec['paper_table']})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
+def _seed_offsets(df: pd.DataFrame, step: float) -> pd.Series:
+    seeds = sorted(df["seed"].unique())
+    return df["seed"].map({sd: step * (i - (len(seeds) - 1) / 2) for i, sd in enumerate(seeds)})  # no random jitter
+
+
+def _figure_sweep(spec, summary, df, plt):
+    """Two panels: delta vs baseline (paper and ours, same axis); our absolute values per seed."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     s = summary[summary.n > 0].sort_values("x")
     ax1.plot(s["x"], s["paper_delta"], "o--", color="0.35", label="paper (VOC 2012 val)")
@@ -188,9 +283,7 @@ def figure(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, path: Path) -> b
     ax1.set_ylabel(f"{spec['metric']} gain over {spec['baseline']} (points)")
     ax1.set_title("Gain over the baseline: paper vs reproduced")
     ax1.legend(loc="upper left", fontsize=9)
-    seeds = sorted(df["seed"].unique())
-    offset = df["seed"].map({sd: 0.12 * (i - (len(seeds) - 1) / 2) for i, sd in enumerate(seeds)})  # no random jitter
-    ax2.scatter(df["x"] + offset, df["value"], color="C0", alpha=0.6, s=22, label="one seed")
+    ax2.scatter(df["x"] + _seed_offsets(df, 0.12), df["value"], color="C0", alpha=0.6, s=22, label="one seed")
     ax2.plot(s["x"], s["mean"], "-", color="C0", label="mean over seeds")
     ax2.set_xlabel(spec.get("report", {}).get("x_label", "x"))
     ax2.set_ylabel(f"{spec['metric']} (%)")
@@ -198,16 +291,62 @@ def figure(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, path: Path) -> b
     ax2.legend(loc="lower right", fontsize=9)
     for ax in (ax1, ax2):
         ax.set_xticks(sorted(s["x"].unique()))
-    fig.suptitle(f"{spec['title']} ({spec['paper_table']})")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return True
+    return fig
+
+
+def _figure_series(spec, summary, df, plt):
+    """Paper (left) and ours (right) against x, one line per series (e.g. GCN vs trivial conv)."""
+    report = spec["report"]
+    series_key = report["series"]
+    labels = report.get("series_labels", {})
+    series_of = {r["variant"]: str(_get(r["record"]["config"], series_key)) for _, r in df.drop_duplicates("variant").iterrows()}
+    s = summary[summary.n > 0].copy()
+    s["series"] = s["variant"].map(series_of)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    for i, (name, group) in enumerate(s.groupby("series", sort=False)):
+        g = group.sort_values("x")
+        label = labels.get(name, name)
+        style = "o-" if len(g) > 1 else "s"
+        ax1.plot(g["x"], g["paper"], style, color=f"C{i}", label=label)
+        ax2.errorbar(g["x"], g["mean"], yerr=g["std"].fillna(0), fmt=style, color=f"C{i}", capsize=3, label=label)
+    ax1.set_title("Paper (VOC 2012 val)")
+    ax2.set_title(f"Ours, mini scale (mean, std over {int(s.n.min())} seeds)")
+    for ax in (ax1, ax2):
+        ax.set_xlabel(report.get("x_label", "x"))
+        ax.set_ylabel(f"{METRIC_NAMES.get(spec['metric'], spec['metric'])} (%)")
+        ax.set_xticks(sorted(s["x"].unique()))
+        ax.legend(fontsize=9)
+    return fig
+
+
+def _figure_variants(spec, summary, df, plt):
+    """Left: gain over the baseline per variant, paper vs ours; right: our value per seed."""
+    import numpy as np
+
+    s = summary[summary.n > 0].reset_index(drop=True)
+    y = np.arange(len(s))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 0.9 + 0.55 * len(s) + 1.6))
+    ax1.barh(y - 0.2, s["paper_delta"].fillna(0), height=0.38, color="0.6", label="paper (VOC 2012 val)")
+    ax1.barh(y + 0.2, s["delta"], height=0.38, xerr=s["delta_std"].fillna(0), color="C0", capsize=3,
+             label=f"ours, mini (mean, std over {int(s.n.min())} seeds)")
+    ax1.axvline(0, color="0.3", lw=0.8)
+    ax1.set_xlabel(f"{METRIC_NAMES.get(spec['metric'], spec['metric'])} gain over {spec['baseline']} (points)")
+    ax1.legend(fontsize=9, loc="best")
+    order = {v: i for i, v in enumerate(s["variant"])}
+    runs = df[df.variant.isin(order)]
+    ax2.scatter(runs["value"], runs["variant"].map(order) + _seed_offsets(runs, 0.12), color="C0", alpha=0.7, s=22, label="one seed")
+    ax2.scatter(s["mean"], y, marker="|", s=300, color="C3", label="mean")
+    ax2.set_xlabel(f"{METRIC_NAMES.get(spec['metric'], spec['metric'])} (%), ours, mini scale")
+    ax2.legend(fontsize=9, loc="best")
+    for ax in (ax1, ax2):
+        ax.set_yticks(y)
+        ax.set_yticklabels(s["variant"])
+        ax.invert_yaxis()
+    ax2.set_yticklabels([])
+    return fig
 
 
 def page(spec: dict, scale: str, df: pd.DataFrame, summary: pd.DataFrame, v: Verdict, fig_rel: str | None) -> str:
-    metric = spec["metric"]
     scale_block = spec["scales"][scale]
     lines = [f"# {spec['title']}", "",
              f"**Source:** {spec['source']}  ", f"**Claim:** {spec['claim']}  ",
@@ -219,21 +358,9 @@ def page(spec: dict, scale: str, df: pd.DataFrame, summary: pd.DataFrame, v: Ver
     if spec.get("report", {}).get("notes"):
         lines += ["", "**Protocol notes.** " + " ".join(spec["report"]["notes"].split())]
     lines += ["", "## Table", ""]
-    table = []
-    for _, r in summary.iterrows():
-        table.append({
-            "variant": r["variant"],
-            "head weights (mini)": _thousands(r["head_weights"]),
-            "head MMACs (mini)": _fmt(r["macs_head"] / 1e6 if r["macs_head"] is not None else None, ".2f"),
-            f"paper {metric} (%)": _fmt(r["paper"]),
-            f"ours {metric} (%)": "not run" if r["n"] == 0 else f"{r['mean']:.2f} ± {r['std']:.2f} (n={r['n']})",
-            "Δ paper": _fmt(r["paper_delta"], "+.1f"),
-            "Δ ours": _fmt(r["delta"], "+.2f"),
-        })
-    lines.append(pd.DataFrame(table).to_markdown(index=False, colalign=["left"] + ["right"] * 6, disable_numparse=True))
-    lines += ["", f"Δ = difference to `{spec['baseline']}` in points; ours is the mean of per-seed differences. "
-              "± is the sample std over seeds. Head weights count convolution weights only (the paper's convention); "
-              "MACs are multiply-accumulates of the head at batch 1.", ""]
+    lines += _main_table(spec, summary)
+    lines += _claims_table(spec, df)
+    lines += _backbone_table(df)
     if fig_rel:
         lines += [f"![{spec['title']}]({fig_rel})", ""]
     if not df.empty and not summary["interior_miou"].isna().all():
@@ -257,6 +384,75 @@ def page(spec: dict, scale: str, df: pd.DataFrame, summary: pd.DataFrame, v: Ver
             lines += ["Per-class IoU (%), mean over seeds:", "", pd.DataFrame(pcs).to_markdown(index=False, floatfmt=".1f"), ""]
     lines += _provenance(df, scale_block)
     return "\n".join(lines) + "\n"
+
+
+def _main_table(spec: dict, summary: pd.DataFrame) -> list[str]:
+    metric = spec["metric"]
+    columns = spec.get("report", {}).get("columns", [])
+    single_head = summary["head_weights"].notna().any()
+    paper_config = summary["head_weights_paper_config"].notna().any()
+    table = []
+    for _, r in summary.iterrows():
+        row = {"variant": r["variant"]}
+        if single_head:
+            row["head weights (mini)"] = _thousands(r["head_weights"])
+            row["head MMACs (mini)"] = _fmt(r["macs_head"] / 1e6 if r["macs_head"] is not None else None, ".2f")
+        else:
+            row["decoder params (mini)"] = _thousands(r["params_decoder"])
+            row["decoder MMACs (mini)"] = _fmt(r["macs_decoder"] / 1e6 if r["macs_decoder"] is not None else None, ".2f")
+        if paper_config:
+            paper_k = r["paper_head_weights_k"]
+            row["head weights, paper config: paper"] = "-" if paper_k is None or pd.isna(paper_k) else f"{int(paper_k):,}K"
+            row["ours"] = _thousands(r["head_weights_paper_config"])
+        for c in columns:
+            if c == metric:
+                continue
+            mean, std = r[f"ours_{c}"]
+            row[f"paper {METRIC_NAMES[c]} (%)"] = _fmt(r[f"paper_{c}"])
+            row[f"ours {METRIC_NAMES[c]} (%)"] = "not run" if r["n"] == 0 else f"{mean:.2f} ± {_fmt(std, '.2f')}"
+        row[f"paper {METRIC_NAMES.get(metric, metric)} (%)"] = _fmt(r["paper"])
+        row[f"ours {METRIC_NAMES.get(metric, metric)} (%)"] = "not run" if r["n"] == 0 else f"{r['mean']:.2f} ± {_fmt(r['std'], '.2f')} (n={r['n']})"
+        row["Δ paper"] = _fmt(r["paper_delta"], "+.1f")
+        row["Δ ours"] = _fmt(r["delta"], "+.2f")
+        table.append(row)
+    frame_ = pd.DataFrame(table)
+    lines = [frame_.to_markdown(index=False, colalign=["left"] + ["right"] * (frame_.shape[1] - 1), disable_numparse=True)]
+    notes = [f"Δ = difference to `{spec['baseline']}` in points; ours is the mean of per-seed differences. "
+             "± is the sample std over seeds."]
+    if single_head:
+        notes.append("Head weights count convolution weights only (the paper's convention); MACs are multiply-accumulates "
+                     "of the head at batch 1 on the mini top map.")
+    else:
+        notes.append("Decoder = everything but the backbone (GCNs/classifiers, BRs, deconvolutions), all parameters; "
+                     "MACs are multiply-accumulates at batch 1 on a mini-scale image.")
+    if paper_config:
+        pc = summary.dropna(subset=["head_weights_paper_config"])
+        notes.append("*Head weights, paper config*: the same head built with the paper's 2048 input channels and 21 classes "
+                     "(and the paper's width m), counted by our code, next to the paper's figure.")
+        if not pc.empty:
+            off = [(r["variant"], int(r["head_weights_paper_config"]), int(r["paper_head_weights_k"]) * 1000)
+                   for _, r in pc.iterrows() if r["paper_head_weights_k"] is not None and not pd.isna(r["paper_head_weights_k"])]
+            worst = max((abs(o - p) for _, o, p in off), default=0)
+            notes.append(f"Largest difference to the paper's count: {worst:,} weights (the paper rounds or truncates to thousands).")
+    return lines + ["", " ".join(notes), ""]
+
+
+def _backbone_table(df: pd.DataFrame) -> list[str]:
+    """Backbones side by side, when the variants use more than one."""
+    if df.empty or df["backbone"].nunique() < 2:
+        return []
+    rows = []
+    for name, group in df.groupby("backbone", sort=False):
+        r = group.iloc[0]
+        pre = r["record"].get("pretrained_backbone") or {}
+        rows.append({"backbone": f"`{name}`", "params": _thousands(r["params_backbone"]),
+                     "MMACs (64 px image)": _fmt(r["macs_backbone"] / 1e6 if r["macs_backbone"] is not None else None, ".1f"),
+                     "pretraining final loss": _fmt(pre.get("final_loss"), ".4f")})
+    return ["## Backbones", "",
+            pd.DataFrame(rows).to_markdown(index=False, colalign=["left", "right", "right", "right"], disable_numparse=True), "",
+            "All parameters (BN included); MACs = multiply-accumulates of one forward pass at batch 1 "
+            "(`torch.utils.flop_counter`, FLOPs / 2). The pretraining loss (dense cross-entropy with a 1x1 head on the "
+            "synthetic `pretrain` split, last logged step) stands in for the paper's ImageNet error.", ""]
 
 
 def _class_names(df: pd.DataFrame) -> list[str] | None:
@@ -303,7 +499,7 @@ def generate(specs_dir: Path, results_dir: Path, out_dir: Path) -> list[Path]:
         for scale in [s for s in spec["scales"] if s == "mini" or (results_dir / spec["id"] / s).exists()]:
             df = frame(spec, load_results(results_dir, spec["id"], scale))
             summary = summarise(spec, df)
-            v = verdict(spec, summary)
+            v = verdict(spec, summary, df)
             suffix = "" if scale == "mini" else f"-{scale}"
             fig_path = out_dir / "figures" / f"{spec['id']}{suffix}.png"
             has_fig = figure(spec, summary, df, fig_path)

@@ -184,7 +184,6 @@ class GCNSegmenter(nn.Module):
             if score.shape[-2:] != local.shape[-2:]:
                 score = self.fuse_upsample[s](score, local.shape[-2:])
             score = self.fuse_refine[s](score + local)
-        h, w = score.shape[-2:]
         for i, (up, refine) in enumerate(zip(self.final_upsample, self.final_refine)):
             remaining = len(self.final_upsample) - i - 1
             target = (-(-size[0] // 2**remaining), -(-size[1] // 2**remaining)) if remaining else tuple(size)

@@ -1,5 +1,6 @@
 """Report: statistics, verdicts (both outcomes), end to end from spec to pages, file-only reads."""
 
+import json
 import math
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from conftest import cli_args
 
 from ablations.cli import main
+from report.checks import judge_all
 from report.generate import generate, summarise, verdict
 from report.stats import ranks, spearman
 
@@ -99,3 +101,147 @@ def test_committed_results_are_complete_for_the_mini_scale():
         spec = tomllib.loads(spec_path.read_text())
         files = list((ROOT / "results" / spec["id"] / "mini").glob("*.json"))
         assert len(files) == len(spec["variants"]) * len(spec["scales"]["mini"]["seeds"]), spec["id"]
+
+
+# ------------------------------------------------------------------ claims (report.checks)
+def _check_spec(expect="greater", metric="miou"):
+    return {"metric": "miou", "baseline": "b",
+            "variants": [{"name": "b", "paper": {"miou": 69.0, "interior_pixel_acc": 93.9}},
+                         {"name": "a", "paper": {"miou": 70.0, "interior_pixel_acc": 94.0}}],
+            "report": {"checks": [{"claim": "a beats b", "a": "a", "b": "b", "metric": metric, "expect": expect}]}}
+
+
+def _metrics_df(values, metric="miou"):
+    rows = [{"variant": v, "seed": s, "metrics": {metric: x / 100}} for v, xs in values.items() for s, x in enumerate(xs)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("expect,a,outcome", [
+    ("greater", [31.0, 31.1, 30.9], "holds"),
+    ("greater", [30.1, 30.0, 30.2], "within noise"),
+    ("greater", [29.0, 29.1, 28.9], "reversed"),
+    ("less", [29.0, 29.1, 28.9], "holds"),
+    ("similar", [30.2, 30.3, 30.1], "holds"),    # within SIMILAR_POINTS
+    ("similar", [31.0, 31.1, 30.9], "differs"),
+])
+def test_claim_outcomes(expect, a, outcome):
+    spec = _check_spec(expect)
+    (r,) = judge_all(spec, _metrics_df({"b": [30.0, 30.1, 29.9], "a": a}))
+    assert r.outcome == outcome
+    assert r.paper_delta == pytest.approx(1.0) and r.n == 3
+    assert r.delta == pytest.approx(sum(a) / 3 - 30.0)
+
+
+def test_claims_on_another_metric_and_the_verdict_labels():
+    spec = _check_spec(metric="interior_pixel_acc")
+    df = _metrics_df({"b": [90.0, 90.1, 89.9], "a": [95.0, 95.1, 94.9]}, "interior_pixel_acc")
+    assert judge_all(spec, df)[0].paper_delta == pytest.approx(0.1)
+    summary = summarise(spec, df.assign(value=0.0, boundary_miou=math.nan, interior_miou=math.nan, head_weights=1,
+                                        macs_head=1, x=None))
+    assert verdict(spec, summary, df).label == "reproduced"
+    spec["report"]["checks"].append({"claim": "b beats a", "a": "b", "b": "a", "metric": "interior_pixel_acc"})
+    v = verdict(spec, summary, df)
+    assert v.label == "partially reproduced" and "1 of 2 claims hold" in v.sentence and "b beats a: reversed" in v.sentence
+    spec["report"]["checks"] = spec["report"]["checks"][1:]
+    assert verdict(spec, summary, df).label == "not reproduced"
+    one_seed = df[df.seed == 0]
+    assert verdict(spec, summary, one_seed).label == "not enough seeds"
+
+
+CLAIMS_SPEC = '''
+id = "tiny-claims"
+title = "Tiny claims"
+source = "test fixture"
+paper_table = "Large Kernel Matters, Tables 2 and 6"
+claim = "GCN + BR beats the 1x1 head; the GCN backbone is no worse"
+metric = "miou"
+baseline = "baseline"
+
+[paper_config]
+in_channels = 2048
+num_classes = 21
+
+[report]
+columns = ["boundary_pixel_acc", "miou"]
+
+[[report.checks]]
+claim = "GCN + BR beats the 1x1 head"
+a = "GCN + BR"
+b = "baseline"
+
+[[report.checks]]
+claim = "the backbones are similar"
+a = "GCN backbone"
+b = "baseline"
+expect = "similar"
+metric = "boundary_pixel_acc"
+
+[defaults.model]
+name = "single_head"
+
+[scales.mini]
+seeds = [0, 1]
+
+[scales.mini.model]
+backbone = "mini_resnet"
+backbone_options = { stem_width = 8, widths = [8, 16, 16], strides = [1, 2, 2] }
+
+[scales.mini.data]
+name = "shapes"
+size = 32
+radius_min = 3.0
+radius_max = 12.0
+train_images = 32
+val_images = 16
+
+[scales.mini.pretrain]
+images = 32
+steps = 2
+batch_size = 8
+lr = 0.05
+
+[scales.mini.train]
+steps = 3
+batch_size = 8
+lr = 0.01
+freeze_backbone = true
+
+[[variants]]
+name = "baseline"
+model.head = "pointwise"
+paper = { miou = 65.7, boundary_pixel_acc = 71.3, head_weights_k = 43 }
+
+[[variants]]
+name = "GCN + BR"
+model = { head = "gcn_br", k = 5 }
+paper = { miou = 72.3, boundary_pixel_acc = 73.4 }
+
+[[variants]]
+name = "GCN backbone"
+model = { head = "pointwise", backbone = "mini_resnet_gcn" }
+paper = { miou = 71.2, boundary_pixel_acc = 71.5 }
+'''
+
+
+def test_end_to_end_claims_backbones_and_paper_config_counts(tiny):
+    (tiny["specs"] / "tiny-claims.toml").write_text(CLAIMS_SPEC)
+    assert main(cli_args(tiny, "run", "tiny-claims", "--jobs", "1")) == 0
+    records = [json.loads(p.read_text()) for p in (tiny["results"] / "tiny-claims" / "mini").glob("*.json")]
+    assert len(records) == 6
+    for r in records:
+        c = r["complexity"]
+        assert c["params_backbone"] + c["params_decoder"] == c["params_total"] > 0
+        assert c["macs_backbone"] + c["macs_decoder"] == c["macs_total"] > 0
+        assert c["head_weights_paper_config"] == {"baseline": 2048 * 21, "GCN backbone": 2048 * 21,
+                                                  "GCN + BR": 2 * 5 * 21 * (2048 + 21) + 2 * 9 * 21 * 21}[r["variant"]]
+    out = tiny["root"] / "report"
+    written = generate(tiny["specs"], tiny["results"], out)
+    assert out / "figures" / "tiny-claims.png" in written
+    page = (out / "tiny-claims.md").read_text()
+    assert "## Claims" in page and "| GCN + BR beats the 1x1 head " in page and "## Backbones" in page
+    assert "`mini_resnet_gcn`" in page and "pretraining final loss" in page
+    assert "paper boundary-band acc. (%)" in page and "ours boundary-band acc. (%)" in page
+    baseline_row = next(line for line in page.splitlines() if line.startswith("| baseline "))
+    assert "43K" in baseline_row and "43,008" in baseline_row
+    label = page.split("## Verdict: ", 1)[1].split("\n", 1)[0]
+    assert label in ("reproduced", "partially reproduced", "not reproduced")

@@ -21,6 +21,8 @@ def _mutate(text: str, old: str, new: str) -> str:
     return text.replace(old, new, 1)
 
 
+CHECK = 'x_default = 1\n[[report.checks]]\nclaim = "c"\na = "{a}"\nb = "baseline"\nexpect = "{expect}"\nmetric = "{metric}"'
+
 # (name, old text, new text, expected key path, words the message must contain)
 CASES = [
     ("unknown top-level key", 'metric = "miou"', 'metric = "miou"\ncolour = "red"', "<top>.colour", "unknown key"),
@@ -44,6 +46,16 @@ CASES = [
     ("bad backbone option", "stem_width = 8,", "stem_widths = 8,", "scales.mini.model.backbone_options", "unknown option"),
     ("paper value not a number", "paper.miou = 70.1", 'paper.miou = "70.1"', "variants[1].paper.miou", "expected a number"),
     ("invalid toml", 'id = "tiny"', 'id = "tiny', "<toml>", "not valid TOML"),
+    ("check names an unknown variant", "x_default = 1", CHECK.format(a="k=7", expect="greater", metric="miou"),
+     "report.checks[0].a", "name of a variant"),
+    ("check with a bad expectation", "x_default = 1", CHECK.format(a="k=5", expect="bigger", metric="miou"),
+     "report.checks[0].expect", "expected one of"),
+    ("check with an unknown metric", "x_default = 1", CHECK.format(a="k=5", expect="greater", metric="f1"),
+     "report.checks[0].metric", "expected one of"),
+    ("variant paper_config without the top-level one", "paper.miou = 71.1", "paper.miou = 71.1\npaper_config.stack_width = 8",
+     "variants[2].paper_config", "top-level [paper_config]"),
+    ("paper_config without num_classes", 'metric = "miou"', 'metric = "miou"\npaper_config = { in_channels = 2048 }',
+     "paper_config.num_classes", "missing required key"),
 ]
 
 
@@ -114,3 +126,24 @@ def test_gcn_k_spec_carries_the_papers_numbers():
     assert [v.name for v in spec.variants] == ["baseline"] + [f"k={k}" for k in range(3, 16, 2)]
     assert [v.paper["miou"] for v in spec.variants] == [69.0, 70.1, 71.1, 72.8, 73.4, 73.7, 74.0, 74.5]
     assert len(spec.seeds("mini")) >= 3
+
+
+def test_paper_config_head_counts_match_tables_2_and_4_to_the_thousand():
+    """The heads of gcn-vs-conv and stack-width, rebuilt at 2048 channels / 21 classes (and the
+    paper's m), have the paper's parameter counts (which it rounds or truncates to thousands)."""
+    from seg_core.heads import weight_count
+    from seg_core.models import build_head
+
+    checked = 0
+    for spec_id in ("gcn-vs-conv", "stack-width"):
+        spec = load_spec(ROOT / "ablations" / "specs" / f"{spec_id}.toml")
+        for variant in spec.variants:
+            if "head_weights_k" not in variant.paper:
+                continue
+            model = spec.resolve("mini", variant)[0]["model"]
+            pc = spec.paper_config_for(variant)
+            head = build_head(model["head"], in_channels=pc["in_channels"], num_classes=pc["num_classes"],
+                              k=model.get("k"), stack_width=pc.get("stack_width"))
+            assert abs(weight_count(head) - 1000 * variant.paper["head_weights_k"]) < 1000, variant.name
+            checked += 1
+    assert checked == 8 + 4
