@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from report import icnet_timing
 from report.checks import NOISE_SIGMAS, SIMILAR_POINTS, describe, judge_all
 from report.stats import spearman
 
@@ -512,6 +513,7 @@ def generate(specs_dir: Path, results_dir: Path, out_dir: Path) -> list[Path]:
             n_runs = f"{int(summary.n.sum())}/{len(spec['variants']) * len(spec['scales'][scale]['seeds'])}"
             index_rows.append({"ablation": f"[{spec['title']}]({page_path.name})", "paper table": spec["paper_table"],
                                "scale": scale, "runs": n_runs, "verdict": v.sentence})
+    written += _timing_pages(results_dir, out_dir, index_rows)
     lines = ["# segbench report", "",
              "Each row is one paper table re-run as an ablation spec (`ablations/specs/`). Mini-scale rows use the "
              "embedded synthetic dataset on CPU: they test whether the paper's *mechanism* shows, not its absolute "
@@ -519,6 +521,29 @@ def generate(specs_dir: Path, results_dir: Path, out_dir: Path) -> list[Path]:
              pd.DataFrame(index_rows).to_markdown(index=False) if index_rows else "No specs found.", ""]
     _write(out_dir / "index.md", "\n".join(lines))
     written.append(out_dir / "index.md")
+    return written
+
+
+def _timing_pages(results_dir: Path, out_dir: Path, index_rows: list[dict]) -> list[Path]:
+    """One ICNet timing page per benchmark JSON (``results/benchmarks/icnet-<device>.json``)."""
+    written = []
+    for path in sorted((results_dir / "benchmarks").glob("icnet-*.json")):
+        df = icnet_timing.load(path)
+        if df.empty:
+            continue
+        device = path.stem.removeprefix("icnet-")
+        suffix = "" if device == "cpu" else f"-{device}"
+        fig_path = out_dir / "figures" / f"icnet-timing{suffix}.png"
+        has_fig = icnet_timing.stage_figure(df, fig_path)
+        if has_fig:
+            written.append(fig_path)
+        text, summary = icnet_timing.page(df, path.relative_to(results_dir.parent) if path.is_relative_to(results_dir.parent) else path,
+                                          f"figures/{fig_path.name}" if has_fig else None)
+        page_path = out_dir / f"icnet-timing{suffix}.md"
+        _write(page_path, text)
+        written.append(page_path)
+        index_rows.append({"ablation": f"[ICNet timing ({device})]({page_path.name})", "paper table": "ICNet, Fig. 1b, Fig. 5, Tables 1-3",
+                           "scale": "paper resolution", "runs": f"{len(df)} benchmarks", "verdict": summary})
     return written
 
 

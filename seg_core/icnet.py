@@ -1,0 +1,255 @@
+"""PSPNet-50 and ICNet (Zhao et al., PSPNet CVPR 2017; ICNet ECCV 2018).
+
+* :class:`PSPNet`: a dilated ResNet-50 with the PSPNet deep stem (three 3x3 convolutions),
+  a channel-width multiplier (1.0; ICNet's half-channel baseline is 0.5, Table 2; the
+  "kernels kept" rates of Table 1 are 0.5 and 0.25) and output stride 8/16/32 (Table 1,
+  "feature downsampled"), the pyramid pooling module (bins 1/2/3/6) and a 3x3 + 1x1 head.
+  Its stages (stem, res2..res5, PSP, head) are separate modules so that benchmarks can time
+  each one (ICNet Fig. 1b).
+* :class:`ICNet`: the official model, which differs from the paper's Fig. 2 drawing: the
+  sub2 branch runs the half-width PSPNet-50 on the 1/2 image up to ``conv3_1`` (1/16), and
+  the sub4 branch *continues from that feature*, downsampled x2 (1/32), through the rest of
+  res3, res4, res5 and the PSP; so sub4 shares sub2's weights and early computation instead
+  of taking its own 1/4 image. sub1 is a light branch of three strided 3x3 convolutions on
+  the full image (1/8). Two :class:`CascadeFeatureFusion` units merge 1/32 -> 1/16 -> 1/8,
+  a classifier at 1/4 gives the main output. Cascade label guidance (auxiliary classifiers
+  on each fusion's low-resolution input) exists only in training mode.
+
+The residual blocks are torchvision's ``Bottleneck`` (stride on the 3x3, ResNet v1.5; the
+official Caffe models stride the first 1x1).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import Bottleneck
+
+from seg_core.backbones import ConvBNReLU, StagedBackbone
+from seg_core.registry import MODELS
+
+PSP_BINS = (1, 2, 3, 6)
+_DILATIONS = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}  # res2..res5
+
+
+def _width(channels: int, multiplier: float) -> int:
+    return max(1, int(round(channels * multiplier)))
+
+
+def _bottleneck_stage(inplanes: int, planes: int, blocks: int, stride: int, dilation: int) -> nn.Sequential:
+    """``blocks`` distinct torchvision Bottlenecks; a dilated stage keeps its resolution."""
+    out = planes * Bottleneck.expansion
+    downsample = None
+    if stride != 1 or inplanes != out:
+        downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
+    first_dilation = max(1, dilation // 2)
+    layers = [Bottleneck(inplanes, planes, stride, downsample, dilation=first_dilation)]
+    layers += [Bottleneck(out, planes, dilation=dilation) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+def dilated_resnet50(*, width: float = 1.0, output_stride: int = 8) -> StagedBackbone:
+    """PSPNet's ResNet-50: deep stem (3x3 s2 64, 3x3 64, 3x3 128, max pool), stages of
+    3/4/6/3 bottlenecks; res4/res5 dilate instead of striding beyond ``output_stride``.
+    ``width`` scales every channel count (0.5 = ICNet's half-channel PSPNet-50)."""
+    if output_stride not in _DILATIONS:
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    if not 0 < width <= 4:
+        raise ValueError(f"width multiplier must be in (0, 4], got {width}")
+    c1, c2 = _width(64, width), _width(128, width)
+    stem = nn.Sequential(ConvBNReLU(3, c1, 2), ConvBNReLU(c1, c1), ConvBNReLU(c1, c2), nn.MaxPool2d(3, 2, 1))
+    dilations = _DILATIONS[output_stride]
+    stages: OrderedDict[str, nn.Module] = OrderedDict()
+    inplanes, strides, total = c2, [], 4
+    for i, (blocks, base) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512))):
+        planes = _width(base, width)
+        stride = 1 if i == 0 or dilations[i] > 1 else 2
+        total *= stride
+        stages[f"layer{i + 1}"] = _bottleneck_stage(inplanes, planes, blocks, stride, dilations[i])
+        inplanes = planes * Bottleneck.expansion
+        strides.append(total)
+    return StagedBackbone(stem, stages, [_width(b, width) * 4 for b in (64, 128, 256, 512)], strides)
+
+
+class PyramidPooling(nn.Module):
+    """Pyramid pooling module (PSPNet Sec. 3.3, Fig. 3): average pooling to ``bins`` x ``bins``
+    grids, upsampled bilinearly back.
+
+    ``mode="concat"`` (PSPNet): each level is reduced by a 1x1 conv + BN + ReLU to 1/len(bins)
+    of the channels and concatenated with the input (output: 2x the channels).
+    ``mode="sum"`` (official ICNet): the pooled maps are upsampled and *summed* with the input
+    (no convolution; output: the input's channels).
+    """
+
+    def __init__(self, channels: int, bins: Sequence[int] = PSP_BINS, mode: str = "concat") -> None:
+        super().__init__()
+        if mode not in ("concat", "sum"):
+            raise ValueError(f"pyramid pooling mode must be 'concat' or 'sum', got {mode!r}")
+        self.bins, self.mode = tuple(bins), mode
+        self.reduce = nn.ModuleList()
+        if mode == "concat":
+            reduced = channels // len(self.bins)
+            self.reduce = nn.ModuleList(
+                nn.Sequential(nn.Conv2d(channels, reduced, 1, bias=False), nn.BatchNorm2d(reduced), nn.ReLU(inplace=True))
+                for _ in self.bins
+            )
+        self.out_channels = channels + (channels // len(self.bins)) * len(self.bins) if mode == "concat" else channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        levels = []
+        for i, b in enumerate(self.bins):
+            y = F.adaptive_avg_pool2d(x, b)
+            if self.mode == "concat":
+                y = self.reduce[i](y)
+            levels.append(F.interpolate(y, size=size, mode="bilinear", align_corners=False))
+        if self.mode == "sum":
+            return x + sum(levels)
+        return torch.cat([x, *levels], dim=1)
+
+
+class PSPHead(nn.Sequential):
+    """3x3 conv + BN + ReLU, dropout 0.1, 1x1 classifier (PSPNet's final layers)."""
+
+    def __init__(self, in_channels: int, mid_channels: int, num_classes: int) -> None:
+        super().__init__(ConvBNReLU(in_channels, mid_channels), nn.Dropout2d(0.1), nn.Conv2d(mid_channels, num_classes, 1))
+
+
+class PSPNet(nn.Module):
+    """PSPNet-50 (Zhao et al. 2017): dilated ResNet-50, pyramid pooling, head, x8 bilinear
+    upsampling to the input size. ``stages()`` lists the modules in order, for per-stage timing."""
+
+    def __init__(self, num_classes: int, *, width: float = 1.0, output_stride: int = 8) -> None:
+        super().__init__()
+        self.backbone = dilated_resnet50(width=width, output_stride=output_stride)
+        top = self.backbone.out_channels[self.backbone.top]
+        self.psp = PyramidPooling(top, mode="concat")
+        self.head = PSPHead(self.psp.out_channels, _width(512, width), num_classes)
+        self.decoder_inputs = (self.backbone.top,)
+
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        names = {"layer1": "res2", "layer2": "res3", "layer3": "res4", "layer4": "res5"}
+        return ([("stem", self.backbone.stem)] + [(names[n], self.backbone.stages[n]) for n in self.backbone.stage_names]
+                + [("psp", self.psp), ("head", self.head)])
+
+    def decode(self, features, size) -> dict[str, torch.Tensor]:
+        logits = self.head(self.psp(features[self.backbone.top]))
+        return {"out": F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)}
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.decode(self.backbone(image), image.shape[-2:])
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        return [*self.psp.parameters(), *self.head.parameters()]
+
+
+class CascadeFeatureFusion(nn.Module):
+    """CFF unit (ICNet Sec. 3.3, Fig. 3).
+
+    Low-resolution ``F1``: x2 bilinear upsampling, 3x3 convolution with dilation 2, BN (no ReLU).
+    High-resolution ``F2``: 1x1 convolution, BN. Sum, ReLU. The auxiliary classifier for cascade
+    label guidance reads the *upsampled* ``F1`` (1x1 conv to the classes).
+
+    ``fusion`` replaces the dilated 3x3 for ICNet Table 3: ``"dc3"``, ``"dc5"``, ``"dc7"`` are
+    3x3 / 5x5 / 7x7 convolutions with dilation 1 on the upsampled ``F1``.
+    """
+
+    KERNELS = {"cff": (3, 2), "dc3": (3, 1), "dc5": (5, 1), "dc7": (7, 1)}
+
+    def __init__(self, low_channels: int, high_channels: int, out_channels: int, num_classes: int,
+                 fusion: str = "cff") -> None:
+        super().__init__()
+        if fusion not in self.KERNELS:
+            raise ValueError(f"fusion must be one of {sorted(self.KERNELS)}, got {fusion!r}")
+        k, d = self.KERNELS[fusion]
+        self.low = nn.Sequential(
+            nn.Conv2d(low_channels, out_channels, k, padding=d * (k - 1) // 2, dilation=d, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.high = nn.Sequential(nn.Conv2d(high_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+        self.aux_classifier = nn.Conv2d(low_channels, num_classes, 1)
+
+    def forward(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        up = F.interpolate(low, size=high.shape[-2:], mode="bilinear", align_corners=False)
+        fused = F.relu(self.low(up) + self.high(high))
+        return fused, self.aux_classifier(up) if self.training else None
+
+
+class ICNet(nn.Module):
+    """ICNet, official structure (see the module docstring): sub1 (full image, light), sub2
+    (1/2 image, PSPNet-50 to conv3_1), sub4 (sub2's conv3_1 downsampled x2, rest of the
+    network + PSP); ``branches`` = ``"sub4"``, ``"sub24"`` or ``"sub124"`` (Table 2).
+
+    Outputs: ``"out"`` at the input size always; in training mode also the cascade outputs
+    ``"sub4"`` (1/16), ``"sub24"`` (1/8) and ``"sub124"`` (1/4) of the branches present, for
+    cascade label guidance (Sec. 3.4; weights 0.4 / 0.4 / 1.0 in the loss config).
+    """
+
+    def __init__(self, num_classes: int, *, branches: str = "sub124", fusion: str = "cff", width: float = 0.5) -> None:
+        super().__init__()
+        if branches not in ("sub4", "sub24", "sub124"):
+            raise ValueError(f"branches must be 'sub4', 'sub24' or 'sub124', got {branches!r}")
+        self.branches = branches
+        self.backbone = dilated_resnet50(width=width, output_stride=8)
+        res3 = self.backbone.stages["layer2"]
+        self.conv3_1 = res3[0]            # shared: sub2 ends here, sub4 continues from here
+        self.res3_rest = nn.Sequential(*list(res3)[1:])
+        c3 = self.backbone.out_channels["layer2"]
+        top = self.backbone.out_channels["layer4"]
+        self.psp = PyramidPooling(top, mode="sum")
+        self.reduce = nn.Sequential(nn.Conv2d(top, 256, 1, bias=False), nn.BatchNorm2d(256), nn.ReLU(inplace=True))
+        self.sub1 = None
+        self.cff_24 = self.cff_124 = None
+        if branches == "sub4":
+            self.classifier = nn.Conv2d(256, num_classes, 1)
+        else:
+            self.cff_24 = CascadeFeatureFusion(256, c3, 128, num_classes, fusion)
+            if branches == "sub124":
+                self.sub1 = nn.Sequential(ConvBNReLU(3, 32, 2), ConvBNReLU(32, 32, 2), ConvBNReLU(32, 64, 2))
+                self.cff_124 = CascadeFeatureFusion(128, 64, 128, num_classes, fusion)
+            self.classifier = nn.Conv2d(128, num_classes, 1)
+
+    def _sub4(self, conv3_1: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(conv3_1, scale_factor=0.5, mode="bilinear", align_corners=False)
+        x = self.res3_rest(x)
+        x = self.backbone.stages["layer4"](self.backbone.stages["layer3"](x))
+        return self.reduce(self.psp(x))
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        size = image.shape[-2:]
+        half = F.interpolate(image, scale_factor=0.5, mode="bilinear", align_corners=False)
+        conv3_1 = self.conv3_1(self.backbone.stages["layer1"](self.backbone.stem(half)))
+        x = self._sub4(conv3_1)
+        aux: dict[str, torch.Tensor] = {}
+        if self.cff_24 is not None:
+            x, aux_sub4 = self.cff_24(x, conv3_1)
+            aux["sub4"] = aux_sub4
+        if self.cff_124 is not None:
+            x, aux_sub24 = self.cff_124(x, self.sub1(image))
+            aux["sub24"] = aux_sub24
+        if self.branches == "sub4":
+            logits = self.classifier(x)
+        else:  # x2 to 1/4 (or 1/8 for sub24), the main cascade output
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            logits = self.classifier(x)
+        outputs = {"out": F.interpolate(logits, size=size, mode="bilinear", align_corners=False)}
+        if self.training:
+            outputs[self.branches] = logits
+            outputs.update({k: v for k, v in aux.items() if v is not None})
+        return outputs
+
+
+@MODELS.register("pspnet50")
+def pspnet50(*, num_classes: int, width: float = 1.0, output_stride: int = 8) -> PSPNet:
+    """PSPNet-50; ``width`` 0.5 is ICNet's half-channel baseline (Table 2)."""
+    return PSPNet(num_classes, width=width, output_stride=output_stride)
+
+
+@MODELS.register("icnet")
+def icnet(*, num_classes: int, branches: str = "sub124", fusion: str = "cff", width: float = 0.5) -> ICNet:
+    """ICNet (official structure) with ``branches`` sub4 / sub24 / sub124 and ``fusion`` cff / dc3 / dc5 / dc7."""
+    return ICNet(num_classes, branches=branches, fusion=fusion, width=width)
