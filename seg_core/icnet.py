@@ -184,9 +184,17 @@ class ICNet(nn.Module):
     (1/2 image, PSPNet-50 to conv3_1), sub4 (sub2's conv3_1 downsampled x2, rest of the
     network + PSP); ``branches`` = ``"sub4"``, ``"sub24"`` or ``"sub124"`` (Table 2).
 
+    ``width`` is the trunk's channel multiplier; 0.5 is the official model (half-channel
+    PSPNet-50, sub1 32/32/64, 256 channels after the PSP, 128 in the CFFs); the light parts
+    scale with it too (``width / 0.5``), so a narrow mini model keeps the proportions.
+
     Outputs: ``"out"`` at the input size always; in training mode also the cascade outputs
     ``"sub4"`` (1/16), ``"sub24"`` (1/8) and ``"sub124"`` (1/4) of the branches present, for
     cascade label guidance (Sec. 3.4; weights 0.4 / 0.4 / 1.0 in the loss config).
+
+    ``extract(image)`` runs the (pretrainable, freezable) trunk and returns what ``decode``
+    needs: the image itself (for sub1), ``conv3_1`` (sub2, 1/16) and ``res5`` (sub4, 1/32);
+    ``decode`` is everything trained on top. ``model(image) == decode(extract(image))``.
     """
 
     def __init__(self, num_classes: int, *, branches: str = "sub124", fusion: str = "cff", width: float = 0.5) -> None:
@@ -200,47 +208,53 @@ class ICNet(nn.Module):
         self.res3_rest = nn.Sequential(*list(res3)[1:])
         c3 = self.backbone.out_channels["layer2"]
         top = self.backbone.out_channels["layer4"]
+        scale = width / 0.5
+        c_psp, c_cff = _width(256, scale), _width(128, scale)
         self.psp = PyramidPooling(top, mode="sum")
-        self.reduce = nn.Sequential(nn.Conv2d(top, 256, 1, bias=False), nn.BatchNorm2d(256), nn.ReLU(inplace=True))
+        self.reduce = nn.Sequential(nn.Conv2d(top, c_psp, 1, bias=False), nn.BatchNorm2d(c_psp), nn.ReLU(inplace=True))
         self.sub1 = None
         self.cff_24 = self.cff_124 = None
         if branches == "sub4":
-            self.classifier = nn.Conv2d(256, num_classes, 1)
+            self.classifier = nn.Conv2d(c_psp, num_classes, 1)
         else:
-            self.cff_24 = CascadeFeatureFusion(256, c3, 128, num_classes, fusion)
+            self.cff_24 = CascadeFeatureFusion(c_psp, c3, c_cff, num_classes, fusion)
             if branches == "sub124":
-                self.sub1 = nn.Sequential(ConvBNReLU(3, 32, 2), ConvBNReLU(32, 32, 2), ConvBNReLU(32, 64, 2))
-                self.cff_124 = CascadeFeatureFusion(128, 64, 128, num_classes, fusion)
-            self.classifier = nn.Conv2d(128, num_classes, 1)
+                c1, c2 = _width(32, scale), _width(64, scale)
+                self.sub1 = nn.Sequential(ConvBNReLU(3, c1, 2), ConvBNReLU(c1, c1, 2), ConvBNReLU(c1, c2, 2))
+                self.cff_124 = CascadeFeatureFusion(c_cff, c2, c_cff, num_classes, fusion)
+            self.classifier = nn.Conv2d(c_cff, num_classes, 1)
+        self.decoder_inputs = ("image", "conv3_1", "res5")
 
-    def _sub4(self, conv3_1: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(conv3_1, scale_factor=0.5, mode="bilinear", align_corners=False)
-        x = self.res3_rest(x)
-        x = self.backbone.stages["layer4"](self.backbone.stages["layer3"](x))
-        return self.reduce(self.psp(x))
-
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        size = image.shape[-2:]
+    def extract(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The trunk: sub2 to conv3_1 on the 1/2 image, then sub4 on conv3_1 downsampled x2."""
         half = F.interpolate(image, scale_factor=0.5, mode="bilinear", align_corners=False)
         conv3_1 = self.conv3_1(self.backbone.stages["layer1"](self.backbone.stem(half)))
-        x = self._sub4(conv3_1)
+        x = F.interpolate(conv3_1, scale_factor=0.5, mode="bilinear", align_corners=False)
+        x = self.backbone.stages["layer4"](self.backbone.stages["layer3"](self.res3_rest(x)))
+        return {"image": image, "conv3_1": conv3_1, "res5": x}
+
+    def decode(self, features, size) -> dict[str, torch.Tensor]:
+        x = self.reduce(self.psp(features["res5"]))
         aux: dict[str, torch.Tensor] = {}
         if self.cff_24 is not None:
-            x, aux_sub4 = self.cff_24(x, conv3_1)
-            aux["sub4"] = aux_sub4
+            x, aux["sub4"] = self.cff_24(x, features["conv3_1"])
         if self.cff_124 is not None:
-            x, aux_sub24 = self.cff_124(x, self.sub1(image))
-            aux["sub24"] = aux_sub24
-        if self.branches == "sub4":
-            logits = self.classifier(x)
-        else:  # x2 to 1/4 (or 1/8 for sub24), the main cascade output
+            x, aux["sub24"] = self.cff_124(x, self.sub1(features["image"]))
+        if self.branches != "sub4":  # x2: to 1/4 (sub124) or 1/8 (sub24), the main cascade output
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-            logits = self.classifier(x)
-        outputs = {"out": F.interpolate(logits, size=size, mode="bilinear", align_corners=False)}
+        logits = self.classifier(x)
+        outputs = {"out": F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)}
         if self.training:
             outputs[self.branches] = logits
             outputs.update({k: v for k, v in aux.items() if v is not None})
         return outputs
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.decode(self.extract(image), image.shape[-2:])
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        backbone = {id(p) for p in self.backbone.parameters()}
+        return [p for p in self.parameters() if id(p) not in backbone]
 
 
 @MODELS.register("pspnet50")

@@ -120,3 +120,26 @@ def test_models_have_no_shared_modules():
             seen.add(id(m))
         # ICNet registers conv3_1 under two names (backbone.stages.layer2.0 and conv3_1): the sharing is the design
         assert all(n.startswith(("conv3_1", "res3_rest", "backbone.stages.layer2")) for n in repeated), repeated
+
+
+def test_icnet_trains_its_decoder_on_a_frozen_trunk_with_cascade_label_guidance():
+    from seg_core.engine import TrainConfig, train
+
+    class Tiny(torch.utils.data.Dataset):
+        images = torch.randint(0, 255, (4, 3, 64, 64), dtype=torch.uint8)
+        labels = torch.randint(0, 3, (4, 64, 64), dtype=torch.uint8)
+
+        def __len__(self):
+            return 4
+
+    model = MODELS.build("icnet", num_classes=3, width=0.125)
+    trunk = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    sub1 = model.sub1[0][0].weight.clone()
+    stats = train(model, Tiny(), TrainConfig(steps=2, batch_size=2, freeze_backbone=True, loss=CLG), seed=0)
+    assert stats["steps"] == 2
+    assert all(torch.equal(trunk[k], v) for k, v in model.backbone.state_dict().items())  # frozen, BN stats too
+    assert not torch.equal(sub1, model.sub1[0][0].weight)  # the decoder (incl. the light sub1 branch) learned
+    model.eval()
+    with torch.no_grad():
+        x = torch.randn(1, 3, 64, 64)
+        assert torch.allclose(model(x)["out"], model.decode(model.extract(x), (64, 64))["out"])
