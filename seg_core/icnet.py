@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck
 
 from seg_core.backbones import ConvBNReLU, StagedBackbone
-from seg_core.registry import MODELS
+from seg_core.registry import BACKBONES, MODELS
 
 PSP_BINS = (1, 2, 3, 6)
 _DILATIONS = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}  # res2..res5
@@ -128,23 +129,23 @@ class PSPNet(nn.Module):
         self.backbone = dilated_resnet50(width=width, output_stride=output_stride)
         top = self.backbone.out_channels[self.backbone.top]
         self.psp = PyramidPooling(top, mode="concat")
-        self.head = PSPHead(self.psp.out_channels, _width(512, width), num_classes)
+        self.classifier = PSPHead(self.psp.out_channels, _width(512, width), num_classes)
         self.decoder_inputs = (self.backbone.top,)
 
     def stages(self) -> list[tuple[str, nn.Module]]:
         names = {"layer1": "res2", "layer2": "res3", "layer3": "res4", "layer4": "res5"}
         return ([("stem", self.backbone.stem)] + [(names[n], self.backbone.stages[n]) for n in self.backbone.stage_names]
-                + [("psp", self.psp), ("head", self.head)])
+                + [("psp", self.psp), ("head", self.classifier)])
 
     def decode(self, features, size) -> dict[str, torch.Tensor]:
-        logits = self.head(self.psp(features[self.backbone.top]))
+        logits = self.classifier(self.psp(features[self.backbone.top]))
         return {"out": F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)}
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.decode(self.backbone(image), image.shape[-2:])
 
     def decoder_parameters(self) -> list[nn.Parameter]:
-        return [*self.psp.parameters(), *self.head.parameters()]
+        return [*self.psp.parameters(), *self.classifier.parameters()]
 
 
 class CascadeFeatureFusion(nn.Module):
@@ -257,13 +258,49 @@ class ICNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in backbone]
 
 
+@BACKBONES.register("dilated_resnet50")
+def dilated_resnet50_backbone(*, width: float = 1.0, output_stride: int = 8, pretrained: str | None = None) -> StagedBackbone:
+    """PSPNet's dilated ResNet-50 (deep stem) as a registered backbone, for pretraining the
+    trunk that :func:`pspnet50` and :func:`icnet` load. No published weights at width != 1."""
+    if pretrained is not None:
+        raise ValueError("dilated_resnet50 has no published weights here; use the pretrain step")
+    return dilated_resnet50(width=width, output_stride=output_stride)
+
+
+def _trunk_options(backbone: str, backbone_options: dict | None, default_width: float) -> dict:
+    if backbone != "dilated_resnet50":
+        raise ValueError(f"PSPNet/ICNet are built on 'dilated_resnet50', got backbone {backbone!r}")
+    options = {"width": default_width, **(backbone_options or {})}
+    unknown = set(options) - {"width", "output_stride", "pretrained"}
+    if unknown:
+        raise ValueError(f"unknown backbone option(s) {sorted(unknown)}; expected width, output_stride")
+    if options.get("pretrained") is not None:
+        raise ValueError("dilated_resnet50 has no published weights here; use the pretrain step")
+    return options
+
+
 @MODELS.register("pspnet50")
-def pspnet50(*, num_classes: int, width: float = 1.0, output_stride: int = 8) -> PSPNet:
-    """PSPNet-50; ``width`` 0.5 is ICNet's half-channel baseline (Table 2)."""
-    return PSPNet(num_classes, width=width, output_stride=output_stride)
+def pspnet50(
+    *, num_classes: int, backbone: str = "dilated_resnet50", backbone_options: dict[str, Any] | None = None
+) -> PSPNet:
+    """PSPNet-50; ``backbone_options``: ``width`` (1.0; 0.5 is ICNet's half-channel baseline,
+    Table 2) and ``output_stride`` (8, 16 or 32)."""
+    options = _trunk_options(backbone, backbone_options, 1.0)
+    return PSPNet(num_classes, width=options["width"], output_stride=options.get("output_stride", 8))
 
 
 @MODELS.register("icnet")
-def icnet(*, num_classes: int, branches: str = "sub124", fusion: str = "cff", width: float = 0.5) -> ICNet:
-    """ICNet (official structure) with ``branches`` sub4 / sub24 / sub124 and ``fusion`` cff / dc3 / dc5 / dc7."""
-    return ICNet(num_classes, branches=branches, fusion=fusion, width=width)
+def icnet(
+    *,
+    num_classes: int,
+    branches: str = "sub124",
+    fusion: str = "cff",
+    backbone: str = "dilated_resnet50",
+    backbone_options: dict[str, Any] | None = None,
+) -> ICNet:
+    """ICNet (official structure): ``branches`` sub4 / sub24 / sub124, ``fusion`` cff / dc3 /
+    dc5 / dc7, ``backbone_options.width`` the trunk width (0.5 = the official model)."""
+    options = _trunk_options(backbone, backbone_options, 0.5)
+    if options.get("output_stride", 8) != 8:
+        raise ValueError("ICNet's trunk runs at output stride 8 (res4/res5 dilated)")
+    return ICNet(num_classes, branches=branches, fusion=fusion, width=options["width"])

@@ -59,7 +59,7 @@ def test_pyramid_pooling_modes():
 @pytest.mark.parametrize("branches,aux", [("sub4", {"sub4": 32}), ("sub24", {"sub4": 16, "sub24": 8}),
                                           ("sub124", {"sub4": 16, "sub24": 8, "sub124": 4})])
 def test_icnet_variant_outputs(branches, aux):
-    model = MODELS.build("icnet", num_classes=3, branches=branches, width=0.25)
+    model = MODELS.build("icnet", num_classes=3, branches=branches, backbone_options={"width": 0.25})
     x = torch.randn(2, 3, 64, 128)
     out = model.train()(x)
     assert out["out"].shape == (2, 3, 64, 128)
@@ -100,7 +100,7 @@ def test_nearest_label_downsampling_keeps_the_ignore_index():
 
 
 def test_cascade_label_guidance_loss_trains_all_branches():
-    model = MODELS.build("icnet", num_classes=3, width=0.25).train()
+    model = MODELS.build("icnet", num_classes=3, backbone_options={"width": 0.25}).train()
     labels = torch.randint(0, 3, (2, 64, 64))
     labels[:, :4] = IGNORE_INDEX
     loss, parts = CompositeLoss.from_config(CLG)(model(torch.randn(2, 3, 64, 64)), {"label": labels})
@@ -132,7 +132,7 @@ def test_icnet_trains_its_decoder_on_a_frozen_trunk_with_cascade_label_guidance(
         def __len__(self):
             return 4
 
-    model = MODELS.build("icnet", num_classes=3, width=0.125)
+    model = MODELS.build("icnet", num_classes=3, backbone_options={"width": 0.125})
     trunk = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     sub1 = model.sub1[0][0].weight.clone()
     stats = train(model, Tiny(), TrainConfig(steps=2, batch_size=2, freeze_backbone=True, loss=CLG), seed=0)
@@ -143,3 +143,14 @@ def test_icnet_trains_its_decoder_on_a_frozen_trunk_with_cascade_label_guidance(
     with torch.no_grad():
         x = torch.randn(1, 3, 64, 64)
         assert torch.allclose(model(x)["out"], model.decode(model.extract(x), (64, 64))["out"])
+
+
+def test_builders_check_their_trunk_options():
+    with pytest.raises(ValueError, match="dilated_resnet50"):
+        MODELS.build("icnet", num_classes=3, backbone="resnet50")
+    with pytest.raises(ValueError, match="output stride 8"):
+        MODELS.build("icnet", num_classes=3, backbone_options={"output_stride": 16})
+    with pytest.raises(ValueError, match="unknown backbone option"):
+        MODELS.build("pspnet50", num_classes=3, backbone_options={"depth": 101})
+    model = MODELS.build("pspnet50", num_classes=3, backbone_options={"width": 0.25, "output_stride": 16})
+    assert model.backbone.output_stride == 16 and model.backbone.out_channels["layer4"] == 512
