@@ -195,6 +195,7 @@ _TOP = {"id": (str, True), "title": (str, True), "source": (str, True), "paper_t
         "report": (dict, False), "paper_config": (dict, False), "defaults": (dict, True), "scales": (dict, True),
         "variants": (list, True)}
 _REPORT = {"x": (str, False), "x_label": (str, False), "x_default": (float, False), "notes": (str, False),
+           "discussion": (str, False),
            "checks": (list, False), "columns": (list[str], False), "series": (str, False), "series_labels": (dict, False)}
 _CHECK = {"claim": (str, True), "a": (str, True), "b": (str, True), "metric": (str, False), "expect": (str, False)}
 EXPECTATIONS = ("greater", "less", "similar")
