@@ -44,11 +44,33 @@ def report(session: nox.Session) -> None:
 
 @nox.session
 def benchmarks(session: nox.Session) -> None:
-    """Latency benchmarks (pytest-benchmark); JSON under results/benchmarks/."""
+    """Head latency benchmarks (pytest-benchmark); JSON under results/benchmarks/. ICNet: benchmark-icnet."""
     _install(session, "dev")
     out = ROOT / "results" / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)
-    session.run("pytest", "benchmarks", "--benchmark-only", f"--benchmark-json={out / 'heads.json'}", *session.posargs)
+    session.run("pytest", "benchmarks/test_gcn_heads.py", "--benchmark-only", f"--benchmark-json={out / 'heads.json'}",
+                *session.posargs)
+
+
+@nox.session(name="benchmark-icnet")
+def benchmark_icnet(session: nox.Session) -> None:
+    """ICNet timing tables at 1024x2048 (CPU; CUDA too where available), then the report page.
+
+    Writes results/benchmarks/icnet-cpu.json (and icnet-cuda.json), each through a temp file so
+    a failed or interrupted run leaves the previous results intact.
+    """
+    _install(session, "dev")
+    out = ROOT / "results" / "benchmarks"
+    out.mkdir(parents=True, exist_ok=True)
+    has_cuda = "yes" in session.run("python", "-c", "import torch; print('yes' if torch.cuda.is_available() else 'no')",
+                                    silent=True)
+    for device in ["cpu"] + (["cuda"] if has_cuda else []):
+        final = out / f"icnet-{device}.json"
+        tmp = out / f".icnet-{device}.json.tmp"
+        session.run("pytest", "benchmarks/test_icnet_timing.py", "--benchmark-only", "-k", device,
+                    f"--benchmark-json={tmp}", *session.posargs)
+        tmp.replace(final)
+    session.run("python", "-m", "report")
 
 
 @nox.session

@@ -162,7 +162,9 @@ def execute_run(run: dict[str, Any], *, cache_dir: str, quiet: bool = False) -> 
     schedule = engine.TrainConfig(**config["train"])
     # Features may be shared between runs only when the frozen weights are the same: a
     # pretrained backbone (identified by its hash). A randomly initialised one differs per seed.
-    cache_key = None if pre_meta is None else (pre_meta["hash"], json.dumps(data_cfg, sort_keys=True))
+    # ... and only between models that extract the same features (ICNet's multi-resolution trunk differs).
+    cache_key = None if pre_meta is None else (
+        pre_meta["hash"], json.dumps(data_cfg, sort_keys=True), type(model).__name__, tuple(model.decoder_inputs))
     t0 = time.perf_counter()
     train_stats = engine.train(
         model, train_set, schedule, seed=seed, desc=f"{run['variant']} s{seed}",

@@ -31,6 +31,7 @@ from seg_core.backbones import BACKBONES
 from seg_core.data.synthetic import ShapesConfig
 from seg_core.engine import TrainConfig
 from seg_core.heads import HEADS
+from seg_core.losses import LOSSES, CompositeLoss
 from seg_core.models import MODELS
 from seg_core.registry import DATASETS
 
@@ -194,6 +195,7 @@ _TOP = {"id": (str, True), "title": (str, True), "source": (str, True), "paper_t
         "report": (dict, False), "paper_config": (dict, False), "defaults": (dict, True), "scales": (dict, True),
         "variants": (list, True)}
 _REPORT = {"x": (str, False), "x_label": (str, False), "x_default": (float, False), "notes": (str, False),
+           "discussion": (str, False),
            "checks": (list, False), "columns": (list[str], False), "series": (str, False), "series_labels": (dict, False)}
 _CHECK = {"claim": (str, True), "a": (str, True), "b": (str, True), "metric": (str, False), "expect": (str, False)}
 EXPECTATIONS = ("greater", "less", "similar")
@@ -391,6 +393,11 @@ def validate_run_sections(file, merged: dict, origin: dict[str, str]) -> None:
         TrainConfig(**merged["train"])
     except (ValueError, TypeError) as e:
         raise SpecError(file, where(f"train.{next(iter(merged['train']), 'steps')}").rsplit(".", 1)[0], str(e)) from None
+    if "loss" in merged["train"]:
+        try:
+            CompositeLoss.from_config(merged["train"]["loss"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            fail("train.loss", f"expected {{name = {{type = <one of {sorted(LOSSES)}>, weight = <number>, output = <model output>}}}}; {e}")
     check("eval", _EVAL)
     if merged["eval"].get("band_width", 0) < 0:
         fail("eval.band_width", f"expected an integer >= 0, got {merged['eval']['band_width']}")

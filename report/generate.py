@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from report import icnet_timing
 from report.checks import NOISE_SIGMAS, SIMILAR_POINTS, describe, judge_all
 from report.stats import spearman
 
@@ -73,7 +74,7 @@ def frame(spec: dict, records: list[dict]) -> pd.DataFrame:
             "variant": r["variant"], "seed": r["seed"], "value": 100 * m[metric], "metrics": m,
             "backbone": r["config"]["model"].get("backbone"),
             "params_backbone": c.get("params_backbone"), "macs_backbone": c.get("macs_backbone"),
-            "params_decoder": c.get("params_decoder"), "macs_decoder": c.get("macs_decoder"),
+            "params_decoder": c.get("params_decoder"), "macs_decoder": c.get("macs_decoder"), "macs_total": c.get("macs_total"),
             "head_weights_paper_config": c.get("head_weights_paper_config"),
             "boundary_miou": 100 * m["boundary_miou"] if "boundary_miou" in m else math.nan,
             "interior_miou": 100 * m["interior_miou"] if "interior_miou" in m else math.nan,
@@ -116,7 +117,7 @@ def summarise(spec: dict, df: pd.DataFrame) -> pd.DataFrame:
             "x": runs["x"].iloc[0] if not runs.empty else None,
             "paper_head_weights_k": v.get("paper", {}).get("head_weights_k"),
             **{key: _first(runs, key) for key in ("head_weights_paper_config", "backbone", "params_backbone",
-                                                  "macs_backbone", "params_decoder", "macs_decoder")},
+                                                  "macs_backbone", "params_decoder", "macs_decoder", "macs_total")},
             **{f"paper_{c}": v.get("paper", {}).get(c) for c in spec.get("report", {}).get("columns", [])},
             **{f"ours_{c}": _metric_mean_std(runs, c) for c in spec.get("report", {}).get("columns", [])},
         })
@@ -355,6 +356,8 @@ def page(spec: dict, scale: str, df: pd.DataFrame, summary: pd.DataFrame, v: Ver
              "not absolute values, with the paper's VOC numbers.", "",
              f"## Verdict: {v.label}", "", v.sentence[0].upper() + v.sentence[1:] + ".", ""]
     lines += [f"- {d}" for d in v.details]
+    if spec.get("report", {}).get("discussion"):
+        lines += ["", "**Our reading.** " + " ".join(spec["report"]["discussion"].split())]
     if spec.get("report", {}).get("notes"):
         lines += ["", "**Protocol notes.** " + " ".join(spec["report"]["notes"].split())]
     lines += ["", "## Table", ""]
@@ -400,10 +403,11 @@ def _main_table(spec: dict, summary: pd.DataFrame) -> list[str]:
         else:
             row["decoder params (mini)"] = _thousands(r["params_decoder"])
             row["decoder MMACs (mini)"] = _fmt(r["macs_decoder"] / 1e6 if r["macs_decoder"] is not None else None, ".2f")
+            row["model MMACs (mini)"] = _fmt(r["macs_total"] / 1e6 if r["macs_total"] is not None else None, ".1f")
         if paper_config:
             paper_k = r["paper_head_weights_k"]
-            row["head weights, paper config: paper"] = "-" if paper_k is None or pd.isna(paper_k) else f"{int(paper_k):,}K"
-            row["ours"] = _thousands(r["head_weights_paper_config"])
+            row["weights at paper config: paper"] = "-" if paper_k is None or pd.isna(paper_k) else f"{int(paper_k):,}K"
+            row["weights at paper config: ours"] = _thousands(r["head_weights_paper_config"])
         for c in columns:
             if c == metric:
                 continue
@@ -423,11 +427,12 @@ def _main_table(spec: dict, summary: pd.DataFrame) -> list[str]:
         notes.append("Head weights count convolution weights only (the paper's convention); MACs are multiply-accumulates "
                      "of the head at batch 1 on the mini top map.")
     else:
-        notes.append("Decoder = everything but the backbone (GCNs/classifiers, BRs, deconvolutions), all parameters; "
-                     "MACs are multiply-accumulates at batch 1 on a mini-scale image.")
+        notes.append("Decoder = everything trained on top of the frozen backbone (all parameters); model MACs include "
+                     "the backbone (for ICNet: the trunk run on the 1/2 and 1/4 images). MACs are multiply-accumulates "
+                     "at batch 1 on one mini-scale image.")
     if paper_config:
         pc = summary.dropna(subset=["head_weights_paper_config"])
-        notes.append("*Head weights, paper config*: the same head built with the paper's 2048 input channels and 21 classes "
+        notes.append("*Weights at paper config*: the same head built with the paper's 2048 input channels and 21 classes "
                      "(and the paper's width m), counted by our code, next to the paper's figure.")
         if not pc.empty:
             off = [(r["variant"], int(r["head_weights_paper_config"]), int(r["paper_head_weights_k"]) * 1000)
@@ -512,6 +517,7 @@ def generate(specs_dir: Path, results_dir: Path, out_dir: Path) -> list[Path]:
             n_runs = f"{int(summary.n.sum())}/{len(spec['variants']) * len(spec['scales'][scale]['seeds'])}"
             index_rows.append({"ablation": f"[{spec['title']}]({page_path.name})", "paper table": spec["paper_table"],
                                "scale": scale, "runs": n_runs, "verdict": v.sentence})
+    written += _timing_pages(results_dir, out_dir, index_rows)
     lines = ["# segbench report", "",
              "Each row is one paper table re-run as an ablation spec (`ablations/specs/`). Mini-scale rows use the "
              "embedded synthetic dataset on CPU: they test whether the paper's *mechanism* shows, not its absolute "
@@ -519,6 +525,29 @@ def generate(specs_dir: Path, results_dir: Path, out_dir: Path) -> list[Path]:
              pd.DataFrame(index_rows).to_markdown(index=False) if index_rows else "No specs found.", ""]
     _write(out_dir / "index.md", "\n".join(lines))
     written.append(out_dir / "index.md")
+    return written
+
+
+def _timing_pages(results_dir: Path, out_dir: Path, index_rows: list[dict]) -> list[Path]:
+    """One ICNet timing page per benchmark JSON (``results/benchmarks/icnet-<device>.json``)."""
+    written = []
+    for path in sorted((results_dir / "benchmarks").glob("icnet-*.json")):
+        df = icnet_timing.load(path)
+        if df.empty:
+            continue
+        device = path.stem.removeprefix("icnet-")
+        suffix = "" if device == "cpu" else f"-{device}"
+        fig_path = out_dir / "figures" / f"icnet-timing{suffix}.png"
+        has_fig = icnet_timing.stage_figure(df, fig_path)
+        if has_fig:
+            written.append(fig_path)
+        text, summary = icnet_timing.page(df, path.relative_to(results_dir.parent) if path.is_relative_to(results_dir.parent) else path,
+                                          f"figures/{fig_path.name}" if has_fig else None)
+        page_path = out_dir / f"icnet-timing{suffix}.md"
+        _write(page_path, text)
+        written.append(page_path)
+        index_rows.append({"ablation": f"[ICNet timing ({device})]({page_path.name})", "paper table": "ICNet, Fig. 1b, Fig. 5, Tables 1-3",
+                           "scale": "paper resolution", "runs": f"{len(df)} benchmarks", "verdict": summary})
     return written
 
 

@@ -90,13 +90,19 @@ def _stack(dataset: Dataset, key: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, images: torch.Tensor, stages, batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """Run ``backbone`` in eval mode over uint8 images; keep the named stages."""
+def extract_features(model: nn.Module, images: torch.Tensor, stages, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Run the frozen part of ``model`` in eval mode over uint8 images; keep the named features.
+
+    The frozen part is ``model.extract`` where a model defines it (ICNet: a multi-resolution
+    trunk), else ``model.backbone`` (or ``model`` itself when it is a backbone).
+    """
+    backbone = getattr(model, "backbone", model)
+    extract = getattr(model, "extract", backbone)
     was_training = backbone.training
     backbone.eval()
     chunks: dict[str, list[torch.Tensor]] = {s: [] for s in stages}
     for start in range(0, len(images), batch_size):
-        feats = backbone(normalize(images[start : start + batch_size]))
+        feats = extract(normalize(images[start : start + batch_size]))
         for s in stages:
             chunks[s].append(feats[s])
     backbone.train(was_training)
@@ -132,7 +138,7 @@ def train(
         if feature_cache is not None and cache_key is not None and cache_key in feature_cache:
             features = feature_cache[cache_key]
         else:
-            features = extract_features(model.backbone, images, model.decoder_inputs)
+            features = extract_features(model, images, model.decoder_inputs)
             if feature_cache is not None and cache_key is not None:
                 feature_cache.clear()  # keep one feature set in memory at a time
                 feature_cache[cache_key] = features

@@ -19,17 +19,32 @@ IGNORE_INDEX = 255
 LossFn = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], torch.Tensor]
 
 
+def downsample_labels(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, H, W) integer labels -> (N, h, w) by nearest neighbour.
+
+    Nearest keeps every value a real label (bilinear would blend class ids and turn the
+    ignore index 255 into bogus classes along void regions); used by ICNet's cascade label
+    guidance (Sec. 3.4) for the 1/16, 1/8 and 1/4 outputs.
+    """
+    if tuple(label.shape[-2:]) == tuple(size):
+        return label
+    return F.interpolate(label[:, None].float(), size=tuple(size), mode="nearest")[:, 0].to(label.dtype)
+
+
 def cross_entropy(
     output: str = "out", target: str = "label", ignore_index: int = IGNORE_INDEX
 ) -> LossFn:
     """Pixel-wise softmax cross-entropy of ``outputs[output]`` against ``targets[target]``.
 
     Pixels labelled ``ignore_index`` (255: VOC's void outline, padding) contribute nothing;
-    the mean is over the remaining pixels.
+    the mean is over the remaining pixels. An output smaller than the labels (an auxiliary
+    output at 1/16, say) is compared with the labels downsampled by nearest neighbour.
     """
 
     def loss(outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(outputs[output], targets[target].long(), ignore_index=ignore_index)
+        logits = outputs[output]
+        labels = downsample_labels(targets[target].long(), tuple(logits.shape[-2:]))
+        return F.cross_entropy(logits, labels, ignore_index=ignore_index)
 
     return loss
 

@@ -245,3 +245,38 @@ def test_end_to_end_claims_backbones_and_paper_config_counts(tiny):
     assert "43K" in baseline_row and "43,008" in baseline_row
     label = page.split("## Verdict: ", 1)[1].split("\n", 1)[0]
     assert label in ("reproduced", "partially reproduced", "not reproduced")
+
+
+# ------------------------------------------------------------------ ICNet timing page
+def _bench(name, table, item, seconds, gmac, **info):
+    return {"name": name, "stats": {"median": seconds, "rounds": 1},
+            "extra_info": {"table": table, "item": item, "gmac": gmac, "device": "cpu", "threads": 2, **info}}
+
+
+def test_icnet_timing_page_puts_our_ratios_beside_the_papers(tmp_path):
+
+    benches = [_bench(f"s-{s}-{scale}", "fig1b", s, t * scale, g * scale, scale=scale,
+                      **({"paper_res5_over_res4": 4.0} if s == "res5" else {}))
+               for scale in (1.0, 0.5) for s, t, g in (("stem", 1, 10), ("res2", 2, 20), ("res3", 2, 20), ("res4", 3, 30),
+                                                       ("res5", 12, 120), ("psp", 1, 5), ("head", 4, 40))]
+    benches += [_bench("f1", "fig5_input", 1.0, 40.0, 1500, paper_ms=446), _bench("f05", "fig5_input", 0.5, 10.0, 370, paper_ms=123),
+                _bench("k05", "table1_kernels", 0.5, 10.0, 370, paper_ms=170, paper_mem_gb=9.2, peak_memory_mb=2000.0),
+                _bench("sub124", "table2", "sub124", 2.0, 29, paper_ms=33, paper_mem_gb=1.6, peak_memory_mb=300.0),
+                _bench("dc5", "table3", "dc5", 2.2, 30, paper_ms=34)]
+    results = tmp_path / "results"
+    (results / "benchmarks").mkdir(parents=True)
+    (results / "benchmarks" / "icnet-cpu.json").write_text(json.dumps({"benchmarks": benches, "machine_info": {}}))
+    (tmp_path / "specs").mkdir()
+    written = generate(tmp_path / "specs", results, tmp_path / "report")
+    assert {p.name for p in written} == {"index.md", "icnet-timing.md", "icnet-timing.png"}
+    page = (tmp_path / "report" / "icnet-timing.md").read_text()
+    assert "res5 / res4 at 1024x2048: **ours 4.00x**, paper about 4x" in page
+    row = next(line for line in page.splitlines() if line.startswith("| sub124 "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:6] == ["33", "2000", "5.15", "5.00", "12.76"] and "agrees" in cells  # 170/33 vs 10/2.0
+    assert "| dc5 " in page and "| cff " in page  # Table 3 borrows sub124 as its CFF row
+    index = (tmp_path / "report" / "index.md").read_text()
+    assert "ours 5.00x vs paper 5.15x" in index
+    (results / "benchmarks" / "icnet-cpu.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="icnet-cpu.json"):
+        generate(tmp_path / "specs", results, tmp_path / "report")

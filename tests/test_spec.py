@@ -54,6 +54,8 @@ CASES = [
      "report.checks[0].metric", "expected one of"),
     ("variant paper_config without the top-level one", "paper.miou = 71.1", "paper.miou = 71.1\npaper_config.stack_width = 8",
      "variants[2].paper_config", "top-level [paper_config]"),
+    ("unknown loss type", "lr = 0.01\nfreeze", 'lr = 0.01\nloss = { seg = { type = "dice" } }\nfreeze',
+     "scales.mini.train.loss", "unknown loss type"),
     ("paper_config without num_classes", 'metric = "miou"', 'metric = "miou"\npaper_config = { in_channels = 2048 }',
      "paper_config.num_classes", "missing required key"),
 ]

@@ -1,0 +1,53 @@
+"""Peak resident memory of one forward pass, measured in a fresh process (Linux).
+
+In a long-lived process the allocator keeps freed pages, so a later forward can run without
+raising the peak resident set at all; a fresh process per model measures what that forward
+needs: ``VmHWM`` after the forward minus ``VmRSS`` before it (model weights excluded).
+
+    python -m benchmarks.memory_probe pspnet50 1024x2048 '{"width": 0.5}'
+prints the peak in MiB.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import torch
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+def probe(kind: str, size: tuple[int, int], options: dict) -> float:
+    from seg_core.icnet import ICNet, PSPNet
+
+    model = (PSPNet(19, **options) if kind == "pspnet50" else ICNet(19, **options)).eval()
+    x = torch.randn(1, 3, *size)
+    before = _status_kb("VmRSS")
+    with torch.inference_mode():
+        model(x)
+    return (_status_kb("VmHWM") - before) / 1024
+
+
+def peak_forward_memory_mb(kind: str, size: tuple[int, int], options: dict, timeout: float = 600) -> float | None:
+    """Run :func:`probe` in a fresh interpreter; None where /proc is unavailable or the probe fails."""
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.memory_probe", kind, f"{size[0]}x{size[1]}", json.dumps(options)],
+            capture_output=True, text=True, timeout=timeout, check=True,
+        )
+        return float(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+if __name__ == "__main__":
+    kind, size, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    h, w = (int(v) for v in size.split("x"))
+    torch.set_num_threads(torch.get_num_threads())
+    print(f"{probe(kind, (h, w), options):.1f}")

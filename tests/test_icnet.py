@@ -1,0 +1,156 @@
+"""PSPNet-50 and ICNet: shapes of every variant, cascade label guidance only in training,
+nearest label downsampling, and PSPNet-50's parameter count against torchvision's ResNet-50."""
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet50
+
+from seg_core import MODELS
+from seg_core.complexity import count_parameters
+from seg_core.icnet import CascadeFeatureFusion, ICNet, PSPNet, PyramidPooling, dilated_resnet50
+from seg_core.losses import IGNORE_INDEX, CompositeLoss, downsample_labels
+
+CLG = {"sub124": {"type": "cross_entropy", "output": "sub124", "weight": 1.0},
+       "sub24": {"type": "cross_entropy", "output": "sub24", "weight": 0.4},
+       "sub4": {"type": "cross_entropy", "output": "sub4", "weight": 0.4}}
+
+
+def test_dilated_resnet50_parameters_match_torchvision_plus_the_deep_stem():
+    ours = count_parameters(dilated_resnet50())
+    tv = resnet50()
+    stages = sum(count_parameters(getattr(tv, f"layer{i}")) for i in range(1, 5))
+    deep_stem = 9 * (3 * 64 + 64 * 64 + 64 * 128) + 2 * (64 + 64 + 128)  # three 3x3 convs + BN
+    wider_res2_input = (128 - 64) * 64 + (128 - 64) * 256  # res2's first 1x1 and shortcut read 128 channels, not 64
+    assert ours == stages + deep_stem + wider_res2_input
+
+
+def test_pspnet50_parameter_count_in_closed_form():
+    model = PSPNet(19)
+    backbone = count_parameters(model.backbone)
+    psp = 4 * (2048 * 512 + 2 * 512)
+    head = 9 * 4096 * 512 + 2 * 512 + 512 * 19 + 19
+    assert count_parameters(model) == backbone + psp + head
+    assert count_parameters(PSPNet(19, width=0.5)) < count_parameters(model) / 3.5  # half channels: ~1/4 of the weights
+
+
+@pytest.mark.parametrize("output_stride,size", [(8, 8), (16, 4), (32, 2)])
+def test_pspnet_output_stride_and_stages(output_stride, size):
+    model = PSPNet(5, width=0.25, output_stride=output_stride).eval()
+    feats = model.backbone(torch.randn(1, 3, 64, 64))
+    assert feats["layer4"].shape[-2:] == (size, size)
+    assert model.backbone.output_stride == output_stride
+    assert [name for name, _ in model.stages()] == ["stem", "res2", "res3", "res4", "res5", "psp", "head"]
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 96))["out"].shape == (1, 5, 64, 96)
+
+
+def test_pyramid_pooling_modes():
+    x = torch.randn(1, 8, 12, 12)
+    concat, summed = PyramidPooling(8, mode="concat").eval(), PyramidPooling(8, mode="sum")
+    assert concat(x).shape == (1, 16, 12, 12) and concat.out_channels == 16
+    assert summed(x).shape == x.shape and not list(summed.parameters())
+    constant = torch.ones(1, 2, 6, 6)
+    assert torch.allclose(summed(constant), 5 * constant)  # input + 4 pooled levels of a constant map
+    with pytest.raises(ValueError, match="mode"):
+        PyramidPooling(8, mode="max")
+
+
+@pytest.mark.parametrize("branches,aux", [("sub4", {"sub4": 32}), ("sub24", {"sub4": 16, "sub24": 8}),
+                                          ("sub124", {"sub4": 16, "sub24": 8, "sub124": 4})])
+def test_icnet_variant_outputs(branches, aux):
+    model = MODELS.build("icnet", num_classes=3, branches=branches, backbone_options={"width": 0.25})
+    x = torch.randn(2, 3, 64, 128)
+    out = model.train()(x)
+    assert out["out"].shape == (2, 3, 64, 128)
+    assert {k: (64 // v.shape[-2], 128 // v.shape[-1]) for k, v in out.items() if k != "out"} == {k: (s, s) for k, s in aux.items()}
+    with torch.no_grad():
+        assert set(model.eval()(x)) == {"out"}  # cascade outputs exist only in training
+
+
+def test_icnet_structure_shares_sub2_and_sub4_computation():
+    model = ICNet(3, width=0.5)
+    assert model.conv3_1 is model.backbone.stages["layer2"][0]
+    assert len(model.res3_rest) == 3
+    assert model.sub1 is not None and model.cff_124 is not None
+    assert ICNet(3, branches="sub4").cff_24 is None and ICNet(3, branches="sub24").sub1 is None
+    assert model.backbone.out_channels == {"layer1": 128, "layer2": 256, "layer3": 512, "layer4": 1024}  # half width
+
+
+@pytest.mark.parametrize("fusion,kernel,dilation", [("cff", 3, 2), ("dc3", 3, 1), ("dc5", 5, 1), ("dc7", 7, 1)])
+def test_cascade_feature_fusion(fusion, kernel, dilation):
+    unit = CascadeFeatureFusion(16, 8, 12, 4, fusion)
+    conv = unit.low[0]
+    assert conv.kernel_size == (kernel, kernel) and conv.dilation == (dilation, dilation)
+    fused, aux = unit.train()(torch.randn(2, 16, 5, 7), torch.randn(2, 8, 10, 14))
+    assert fused.shape == (2, 12, 10, 14) and (fused >= 0).all() and aux.shape == (2, 4, 10, 14)
+    assert unit.eval()(torch.randn(1, 16, 5, 7), torch.randn(1, 8, 10, 14))[1] is None
+    with pytest.raises(ValueError, match="fusion"):
+        CascadeFeatureFusion(16, 8, 12, 4, "deconv")
+
+
+def test_nearest_label_downsampling_keeps_the_ignore_index():
+    label = torch.zeros(1, 8, 8, dtype=torch.long)
+    label[:, :, 4:] = 2
+    label[:, ::2, ::2] = IGNORE_INDEX  # a sparse void pattern: bilinear would blend it into 0..255 mixtures
+    small = downsample_labels(label, (4, 4))
+    assert small.dtype == torch.long and set(small.unique().tolist()) <= {0, 2, IGNORE_INDEX}
+    assert (small == IGNORE_INDEX).all()  # nearest samples the top-left of each 2x2 cell here
+    assert torch.equal(downsample_labels(label, (8, 8)), label)
+
+
+def test_cascade_label_guidance_loss_trains_all_branches():
+    model = MODELS.build("icnet", num_classes=3, backbone_options={"width": 0.25}).train()
+    labels = torch.randint(0, 3, (2, 64, 64))
+    labels[:, :4] = IGNORE_INDEX
+    loss, parts = CompositeLoss.from_config(CLG)(model(torch.randn(2, 3, 64, 64)), {"label": labels})
+    assert set(parts) == {"sub124", "sub24", "sub4"} and torch.isfinite(loss)
+    loss.backward()
+    for unit in (model.cff_24, model.cff_124):
+        assert unit.aux_classifier.weight.grad is not None
+    assert model.sub1[0][0].weight.grad is not None and model.conv3_1.conv1.weight.grad is not None
+
+
+def test_models_have_no_shared_modules():
+    for model in (PSPNet(3, width=0.25), ICNet(3, width=0.25)):
+        seen, repeated = set(), []
+        for name, m in model.named_modules(remove_duplicate=False):
+            if id(m) in seen and list(m.parameters(recurse=False)) and isinstance(m, nn.Conv2d):
+                repeated.append(name)
+            seen.add(id(m))
+        # ICNet registers conv3_1 under two names (backbone.stages.layer2.0 and conv3_1): the sharing is the design
+        assert all(n.startswith(("conv3_1", "res3_rest", "backbone.stages.layer2")) for n in repeated), repeated
+
+
+def test_icnet_trains_its_decoder_on_a_frozen_trunk_with_cascade_label_guidance():
+    from seg_core.engine import TrainConfig, train
+
+    class Tiny(torch.utils.data.Dataset):
+        images = torch.randint(0, 255, (4, 3, 64, 64), dtype=torch.uint8)
+        labels = torch.randint(0, 3, (4, 64, 64), dtype=torch.uint8)
+
+        def __len__(self):
+            return 4
+
+    model = MODELS.build("icnet", num_classes=3, backbone_options={"width": 0.125})
+    trunk = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    sub1 = model.sub1[0][0].weight.clone()
+    stats = train(model, Tiny(), TrainConfig(steps=2, batch_size=2, freeze_backbone=True, loss=CLG), seed=0)
+    assert stats["steps"] == 2
+    assert all(torch.equal(trunk[k], v) for k, v in model.backbone.state_dict().items())  # frozen, BN stats too
+    assert not torch.equal(sub1, model.sub1[0][0].weight)  # the decoder (incl. the light sub1 branch) learned
+    model.eval()
+    with torch.no_grad():
+        x = torch.randn(1, 3, 64, 64)
+        assert torch.allclose(model(x)["out"], model.decode(model.extract(x), (64, 64))["out"])
+
+
+def test_builders_check_their_trunk_options():
+    with pytest.raises(ValueError, match="dilated_resnet50"):
+        MODELS.build("icnet", num_classes=3, backbone="resnet50")
+    with pytest.raises(ValueError, match="output stride 8"):
+        MODELS.build("icnet", num_classes=3, backbone_options={"output_stride": 16})
+    with pytest.raises(ValueError, match="unknown backbone option"):
+        MODELS.build("pspnet50", num_classes=3, backbone_options={"depth": 101})
+    model = MODELS.build("pspnet50", num_classes=3, backbone_options={"width": 0.25, "output_stride": 16})
+    assert model.backbone.output_stride == 16 and model.backbone.out_channels["layer4"] == 512
