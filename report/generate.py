@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -518,6 +519,7 @@ def generate(specs_dir: Path, results_dir: Path, out_dir: Path) -> list[Path]:
             index_rows.append({"ablation": f"[{spec['title']}]({page_path.name})", "paper table": spec["paper_table"],
                                "scale": scale, "runs": n_runs, "verdict": v.sentence})
     written += _timing_pages(results_dir, out_dir, index_rows)
+    index_rows.sort(key=lambda row: _natural(row["paper table"]))  # by paper, then table number
     lines = ["# segbench report", "",
              "Each row is one paper table re-run as an ablation spec (`ablations/specs/`). Mini-scale rows use the "
              "embedded synthetic dataset on CPU: they test whether the paper's *mechanism* shows, not its absolute "
@@ -526,6 +528,10 @@ def generate(specs_dir: Path, results_dir: Path, out_dir: Path) -> list[Path]:
     _write(out_dir / "index.md", "\n".join(lines))
     written.append(out_dir / "index.md")
     return written
+
+
+def _natural(text: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def _timing_pages(results_dir: Path, out_dir: Path, index_rows: list[dict]) -> list[Path]:
