@@ -34,14 +34,28 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], **extra_inputs: t
 def model_complexity(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     """Parameters and MACs of a segmentation model, split into backbone and decoder.
 
-    ``model.backbone`` is counted on its own on the same input; the decoder is the rest
-    (heads, refinement, fusion, upsampling). MACs as in :func:`count_macs`.
+    The backbone part is what the model runs of its backbone: ``model.extract`` where the
+    model defines it (ICNet runs its trunk on the 1/2 and 1/4 images, not on the input),
+    else ``model.backbone`` on the input. The decoder is the rest (heads, fusion, refinement,
+    upsampling). MACs as in :func:`count_macs`.
     """
     total_p, total_m = count_parameters(model), count_macs(model, input_shape)
     out = {"params_total": total_p, "macs_total": total_m}
     backbone = getattr(model, "backbone", None)
     if backbone is not None:
-        bb_p, bb_m = count_parameters(backbone), count_macs(backbone, input_shape)
+        bb_p = count_parameters(backbone)
+        bb_m = count_macs(_Extract(model) if hasattr(model, "extract") else backbone, input_shape)
         out.update({"params_backbone": bb_p, "macs_backbone": bb_m,
                     "params_decoder": total_p - bb_p, "macs_decoder": total_m - bb_m})
     return out
+
+
+class _Extract(nn.Module):
+    """``model.extract`` as a module, so :func:`count_macs` runs it in eval mode (BN stats untouched)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        return self.model.extract(x)

@@ -154,3 +154,17 @@ def test_builders_check_their_trunk_options():
         MODELS.build("pspnet50", num_classes=3, backbone_options={"depth": 101})
     model = MODELS.build("pspnet50", num_classes=3, backbone_options={"width": 0.25, "output_stride": 16})
     assert model.backbone.output_stride == 16 and model.backbone.out_channels["layer4"] == 512
+
+
+def test_icnet_complexity_counts_the_trunk_as_it_runs():
+    from seg_core.complexity import count_macs, model_complexity
+
+    model = MODELS.build("icnet", num_classes=3, backbone_options={"width": 0.125})
+    c = model_complexity(model, (1, 3, 64, 64))
+    assert 0 < c["macs_backbone"] < c["macs_total"] and c["macs_decoder"] > 0
+    assert c["macs_backbone"] < count_macs(model.backbone, (1, 3, 64, 64))  # trunk on 1/2 and 1/4 images, not the input
+    assert c["params_backbone"] + c["params_decoder"] == c["params_total"]
+    model.train()
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    model_complexity(model, (1, 3, 64, 64))
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.backbone.state_dict().items())
