@@ -8,9 +8,9 @@ paper used a Maxwell TitanX); the report compares *ratios* measured in one run w
 paper's ratios. Every benchmark records in ``extra_info`` which table and item it is, the
 paper's time for that item (ms, where the paper gives one), MACs, and peak memory.
 
-``SEGBENCH_BENCH_ROUNDS`` (default 1 on CPU, 10 on CUDA) and ``SEGBENCH_BENCH_WARMUP``
-(default 1 on CPU, 3 on CUDA) set the rounds. On 2 CPU cores the whole suite takes a few
-minutes: a full-width PSPNet-50 forward at 1024 x 2048 is about 1.5 TMAC.
+``SEGBENCH_BENCH_ROUNDS`` (default 3 on CPU, 10 on CUDA) and ``SEGBENCH_BENCH_WARMUP``
+(default 1 on CPU, 3 on CUDA) set the rounds. On 2 CPU cores the whole suite takes about five
+minutes: a full-width PSPNet-50 forward at 1024 x 2048 is 1.5 TMAC (about 9 s).
 
 Run: ``pytest benchmarks/test_icnet_timing.py --benchmark-only`` or ``nox -s benchmark-icnet``.
 """
@@ -38,7 +38,7 @@ HALF = (FULL[0] // 2, FULL[1] // 2)
 
 
 def _rounds(device: str) -> tuple[int, int]:
-    rounds = int(os.environ.get("SEGBENCH_BENCH_ROUNDS", 1 if device == "cpu" else 10))
+    rounds = int(os.environ.get("SEGBENCH_BENCH_ROUNDS", 3 if device == "cpu" else 10))
     warmup = int(os.environ.get("SEGBENCH_BENCH_WARMUP", 1 if device == "cpu" else 3))
     return rounds, warmup
 
