@@ -11,25 +11,38 @@ DEVICES = [
 ]
 
 
-def bench_forward(benchmark, module: torch.nn.Module, x: torch.Tensor, device: str, **info) -> None:
-    """Time ``module(x)`` at batch ``x.shape[0]`` in inference mode, synchronising on CUDA."""
-    module = module.to(device).eval()
-    x = x.to(device)
+def timed_forward(fn, x: torch.Tensor, device: str):
+    """``fn(x)`` in inference mode as a zero-argument target, synchronised on CUDA so that the
+    timer measures the computation, not its launch."""
 
     def target():
         with torch.inference_mode():
-            out = module(x)
+            out = fn(x)
         if device == "cuda":
             torch.cuda.synchronize()
         return out
 
-    benchmark.extra_info.update({
+    return target
+
+
+def device_info(device: str, x: torch.Tensor) -> dict:
+    """What every benchmark records about where and how it ran."""
+    return {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
         "input_shape": list(x.shape),
+    }
+
+
+def bench_forward(benchmark, module: torch.nn.Module, x: torch.Tensor, device: str, **info) -> None:
+    """Time ``module(x)`` at batch ``x.shape[0]`` in inference mode, synchronising on CUDA."""
+    module = module.to(device).eval()
+    x = x.to(device)
+    benchmark.extra_info.update({
+        **device_info(device, x),
         "unit": "seconds per forward (pytest-benchmark); batch as in input_shape",
         **info,
     })
-    benchmark.pedantic(target, rounds=10, iterations=1, warmup_rounds=2)
+    benchmark.pedantic(timed_forward(module, x, device), rounds=10, iterations=1, warmup_rounds=2)

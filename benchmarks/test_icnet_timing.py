@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.conftest import DEVICES
+from benchmarks.conftest import DEVICES, device_info, timed_forward
 from benchmarks.memory_probe import peak_forward_memory_mb
 from seg_core.complexity import count_parameters
 from seg_core.icnet import ICNet, PSPNet
@@ -79,14 +79,7 @@ def _run(benchmark, fn, x: torch.Tensor, device: str, *, macs: int | None, memor
     """Time ``fn(x)`` (inference mode, synchronised on CUDA). With ``memory`` = (kind, size,
     options), also record the forward's peak memory: CUDA max_memory_allocated in process, CPU
     peak resident set in a fresh process (:mod:`benchmarks.memory_probe`)."""
-
-    def target():
-        with torch.inference_mode():
-            out = fn(x)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return out
-
+    target = timed_forward(fn, x, device)
     peak = None
     if memory is not None and device == "cuda":
         torch.cuda.synchronize()
@@ -98,11 +91,7 @@ def _run(benchmark, fn, x: torch.Tensor, device: str, *, macs: int | None, memor
         peak = peak_forward_memory_mb(*memory)
     rounds, warmup = _rounds(device)
     benchmark.extra_info.update({
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "threads": torch.get_num_threads(),
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "cudnn_deterministic": torch.backends.cudnn.deterministic,
-        "input_shape": list(x.shape),
+        **device_info(device, x),
         "gmac": None if macs is None else macs / 1e9,
         "peak_memory_mb": peak,
         "memory_convention": None if memory is None else (
