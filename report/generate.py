@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from report import icnet_timing
+from report import icnet_timing, plotting
 from report.checks import NOISE_SIGMAS, SIMILAR_POINTS, describe, judge_all
 from report.stats import spearman
 
@@ -244,15 +244,9 @@ def _thousands(n) -> str:
 
 def figure(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, path: Path) -> bool:
     """Paper vs ours: along ``report.x`` (one line per ``report.series`` value when given), or per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     if df.empty:
         return False
-    sns.set_theme(style="whitegrid", context="notebook")
+    plt = plotting.pyplot()
     report = spec.get("report", {})
     if report.get("x") and report.get("series"):
         fig = _figure_series(spec, summary, df, plt)
@@ -262,9 +256,7 @@ def figure(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, path: Path) -> b
         fig = _figure_variants(spec, summary, df, plt)
     fig.suptitle(f"{spec['title']} ({spec['paper_table']})")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    plotting.save(fig, path)
     return True
 
 

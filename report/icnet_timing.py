@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from report import plotting
+
 AGREE_FACTOR = 1.25  # our ratio within x1.25 of the paper's counts as agreement
 STAGES = ["stem", "res2", "res3", "res4", "res5", "psp", "head"]
 
-# (table key, title, item column name, reference item, item order, where the reference item is measured)
+# (table key, title, item column name, reference item, item order); _rows borrows shared reference rows
 TABLES = [
     ("fig5_input", "Fig. 5: PSPNet-50 with the input downsampled", "input scale", 1.0, [0.25, 0.5, 1.0]),
     ("table1_feature", "Table 1: feature downsampled (output stride)", "output stride", 8, [8, 16, 32]),
@@ -115,12 +117,13 @@ def _f(v, spec: str) -> str:
 
 def stage_table(df: pd.DataFrame) -> pd.DataFrame:
     st = df[df.table == "fig1b"]
+    totals = st.groupby("scale")["ms"].sum()
     rows = []
     for stage in STAGES:
         row = {"stage": stage}
         for scale, label in ((1.0, "1024x2048"), (0.5, "512x1024")):
             r = st[(st["item"] == stage) & (st["scale"] == scale)]
-            total = st[st["scale"] == scale]["ms"].sum()
+            total = totals.get(scale, 0.0)
             if r.empty:
                 continue
             row[f"{label} ms"] = _f(r["ms"].iloc[0], ".0f")
@@ -131,16 +134,12 @@ def stage_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def stage_figure(df: pd.DataFrame, path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     st = df[df.table == "fig1b"]
     if st.empty:
         return False
-    sns.set_theme(style="whitegrid", context="notebook")
+    plt = plotting.pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     labels = {1.0: "1024x2048", 0.5: "512x1024"}
     colors = sns.color_palette("tab10", len(STAGES))
@@ -163,9 +162,7 @@ def stage_figure(df: pd.DataFrame, path: Path) -> bool:
     ax2.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9)
     fig.suptitle(f"ICNet Fig. 1b reproduced on {st['device'].iloc[0]} ({int(st['threads'].iloc[0])} threads), batch 1")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    plotting.save(fig, path)
     return True
 
 
