@@ -22,17 +22,19 @@ import torch
 from ablations.store import config_hash, dumps, write_atomic
 from seg_core import engine
 from seg_core.complexity import count_macs, count_parameters, model_complexity
+from seg_core.data import take
 from seg_core.heads import weight_count
 from seg_core.metrics import band_width_for
 from seg_core.models import MODELS, build_head
 from seg_core.registry import DATASETS
 
+SIZE_KEYS = ("name", "train_images", "val_images", "holdout_images")  # how much data, not which
 PRETRAIN_THREADS = 2  # fixed, so the pretrained weights do not depend on the machine's cores
 RUN_THREADS = 1       # fixed per run; parallelism comes from running several runs at once
 
 
 def _dataset_kwargs(data: dict) -> dict:
-    return {k: v for k, v in data.items() if k not in ("name", "train_images", "val_images")}
+    return {k: v for k, v in data.items() if k not in SIZE_KEYS}
 
 
 @lru_cache(maxsize=4)
@@ -59,7 +61,7 @@ def pretrain_config(config: dict) -> dict | None:
     return {
         "backbone": model["backbone"],
         "backbone_options": model.get("backbone_options", {}),
-        "data": {k: v for k, v in config["data"].items() if k not in ("train_images", "val_images")},
+        "data": {k: v for k, v in config["data"].items() if k not in SIZE_KEYS[1:]},
         "pretrain": config["pretrain"],
         "threads": PRETRAIN_THREADS,
     }
@@ -80,6 +82,14 @@ def ensure_pretrained(cache_dir: Path, pre_cfg: dict) -> dict:
     weights, meta_path = pretrain_paths(cache_dir, pre_cfg)
     if weights.exists() and meta_path.exists():
         return json.loads(meta_path.read_text())
+    threads = torch.get_num_threads()
+    try:
+        return _pretrain(weights, meta_path, pre_cfg)
+    finally:
+        torch.set_num_threads(threads)  # the caller's runs keep their own thread count
+
+
+def _pretrain(weights: Path, meta_path: Path, pre_cfg: dict) -> dict:
     p = pre_cfg["pretrain"]
     engine.seed_everything(p.get("seed", 0), PRETRAIN_THREADS)
     data = dict(pre_cfg["data"], train_images=p["images"], val_images=1)
@@ -120,7 +130,7 @@ def _git() -> dict:
     return {"git_commit": commit, "git_dirty": dirty}
 
 
-def provenance(threads: int) -> dict:
+def provenance() -> dict:
     import torchvision
 
     return {
@@ -131,7 +141,7 @@ def provenance(threads: int) -> dict:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "device": "cpu",
-        "threads": threads,
+        "threads": torch.get_num_threads(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
@@ -147,7 +157,10 @@ def execute_run(run: dict[str, Any], *, cache_dir: str, quiet: bool = False) -> 
     config = run["config"]
     seed = config["seed"]
     data_cfg = config["data"]
-    train_set = dataset(data_cfg, "train", data_cfg["train_images"])
+    n_train, n_holdout = data_cfg["train_images"], data_cfg.get("holdout_images", 0)
+    stream = dataset(data_cfg, "train", n_train + n_holdout)
+    train_set = take(stream, 0, n_train)
+    holdout_set = take(stream, n_train, n_train + n_holdout) if n_holdout else None  # never trained on
     val_set = dataset(data_cfg, "val", data_cfg["val_images"])
 
     engine.seed_everything(seed, RUN_THREADS)
@@ -171,13 +184,18 @@ def execute_run(run: dict[str, Any], *, cache_dir: str, quiet: bool = False) -> 
         feature_cache=_FEATURES, cache_key=cache_key,
     )
     eval_cfg = config.get("eval", {})
-    image_size = int(train_set[0]["image"].shape[-1])
-    band = eval_cfg.get("band_width", band_width_for(image_size))
+    height, image_size = (int(v) for v in train_set[0]["image"].shape[-2:])
+    band = eval_cfg.get("band_width", band_width_for(height, image_size))
     metrics = engine.evaluate(
         model, val_set, num_classes=train_set.num_classes, band_width=band,
         batch_size=eval_cfg.get("batch_size", 64),
     )
     eval_s = metrics.pop("eval_s")
+    holdout_metrics = None
+    if holdout_set is not None:  # for choices (schedules, learning rates); the report never shows it
+        holdout_metrics = engine.evaluate(model, holdout_set, num_classes=train_set.num_classes, band_width=band,
+                                          batch_size=eval_cfg.get("batch_size", 64))
+        holdout_metrics.pop("eval_s")
     top = model.backbone.out_channels[model.backbone.top]
     top_size = image_size // model.backbone.output_stride
     head = getattr(model, "head", None)
@@ -209,6 +227,7 @@ def execute_run(run: dict[str, Any], *, cache_dir: str, quiet: bool = False) -> 
         "config": config,
         "overrides": run.get("overrides", {}),
         "metrics": metrics,
+        "holdout_metrics": holdout_metrics,
         "complexity": complexity,
         "timing": {
             "wall_s": round(time.perf_counter() - t0, 3),
@@ -221,7 +240,7 @@ def execute_run(run: dict[str, Any], *, cache_dir: str, quiet: bool = False) -> 
                      "loss_curve": train_stats["loss_curve"]},
         "pretrained_backbone": None if pre_meta is None else {
             "hash": pre_meta["hash"], "steps": pre_meta["steps"], "final_loss": pre_meta["final_loss"]},
-        "provenance": provenance(RUN_THREADS),
+        "provenance": provenance(),
     }
     write_atomic(Path(run["path"]), dumps(record))
     return record

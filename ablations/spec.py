@@ -105,12 +105,12 @@ def _dataclass_options(cls) -> dict[str, tuple[Any, bool]]:
 
 
 # The keys a run config section may hold (beyond builder/dataclass-derived ones).
-_DATA_COMMON = {"name": (str, True), "train_images": (int, True), "val_images": (int, True),
+_DATA_COMMON = {"name": (str, True), "train_images": (int, True), "val_images": (int, True), "holdout_images": (int, False),
                 "seed": (int, False), "root": (str, False)}
 _PRETRAIN = {"images": (int, True), "steps": (int, True), "batch_size": (int, True), "lr": (float, True),
              "momentum": (float, False), "weight_decay": (float, False), "poly_power": (float, False),
              "seed": (int, False)}
-_EVAL = {"batch_size": (int, False), "band_width": (int, False)}
+_EVAL = {"batch_size": (int, False), "band_width": (float, False)}
 
 
 def _dataset_options(name: str) -> dict[str, tuple[Any, bool]]:
@@ -197,8 +197,10 @@ _TOP = {"id": (str, True), "title": (str, True), "source": (str, True), "paper_t
 _REPORT = {"x": (str, False), "x_label": (str, False), "x_default": (float, False), "notes": (str, False),
            "discussion": (str, False),
            "checks": (list, False), "columns": (list[str], False), "series": (str, False), "series_labels": (dict, False)}
-_CHECK = {"claim": (str, True), "a": (str, True), "b": (str, True), "metric": (str, False), "expect": (str, False)}
+_CHECK = {"claim": (str, True), "kind": (str, False), "a": (str, False), "b": (str, False), "metric": (str, False),
+          "expect": (str, False), "margin": (float, False), "min_rho": (float, False)}
 EXPECTATIONS = ("greater", "less", "similar")
+CHECK_KINDS = ("pairwise", "ordering")
 _PAPER_CONFIG = {"in_channels": (int, True), "num_classes": (int, True)}
 _VARIANT_PAPER_CONFIG = {"stack_width": (int, False)}
 _SCALE_META = {"seeds": (list[int], True), "description": (str, False)}
@@ -292,18 +294,44 @@ def load_spec(path: str | Path) -> Spec:
 
 
 def _check_report(file, report: dict, names: set[str]) -> None:
-    for i, check in enumerate(report.get("checks", [])):
+    checks = report.get("checks", [])
+    if not checks:
+        raise SpecError(file, "report.checks", "expected at least one [[report.checks]] entry: the claims the table is judged on")
+    for i, check in enumerate(checks):
         path = f"report.checks[{i}]"
         _check_table(file, path, check, _CHECK, partial=False)
+        kind = check.get("kind", "pairwise")
+        if kind not in CHECK_KINDS:
+            raise SpecError(file, f"{path}.kind", f"expected one of {list(CHECK_KINDS)}, got {kind!r}")
+        if check.get("metric", "miou") not in METRICS:
+            raise SpecError(file, f"{path}.metric", f"expected one of {list(METRICS)}, got {check['metric']!r}")
+        if kind == "ordering":
+            for key in ("a", "b", "expect", "margin"):
+                if key in check:
+                    raise SpecError(file, f"{path}.{key}", "an ordering check compares every variant; it takes no a, b, expect or margin")
+            if "min_rho" not in check:
+                raise SpecError(file, f"{path}.min_rho", "missing: the rank correlation (Spearman) the ordering needs, e.g. 0.8")
+            if not -1 <= check["min_rho"] <= 1:
+                raise SpecError(file, f"{path}.min_rho", f"expected a number in [-1, 1], got {check['min_rho']!r}")
+            continue
         for key in ("a", "b"):
+            if key not in check:
+                raise SpecError(file, f"{path}.{key}", "missing required key")
             if check[key] not in names:
                 raise SpecError(file, f"{path}.{key}", f"expected the name of a variant ({sorted(names)}), got {check[key]!r}")
         if check["a"] == check["b"]:
             raise SpecError(file, f"{path}.b", f"compares {check['a']!r} with itself")
-        if check.get("metric", "miou") not in METRICS:
-            raise SpecError(file, f"{path}.metric", f"expected one of {list(METRICS)}, got {check['metric']!r}")
-        if check.get("expect", "greater") not in EXPECTATIONS:
-            raise SpecError(file, f"{path}.expect", f"expected one of {list(EXPECTATIONS)}, got {check['expect']!r}")
+        if "min_rho" in check:
+            raise SpecError(file, f"{path}.min_rho", "applies to kind = \"ordering\" only")
+        expect = check.get("expect", "greater")
+        if expect not in EXPECTATIONS:
+            raise SpecError(file, f"{path}.expect", f"expected one of {list(EXPECTATIONS)}, got {expect!r}")
+        if expect == "similar" and "margin" not in check:
+            raise SpecError(file, f"{path}.margin", "missing: an 'about equal' claim needs its equivalence margin in points")
+        if expect == "similar" and check["margin"] <= 0:
+            raise SpecError(file, f"{path}.margin", f"expected a positive number of points, got {check['margin']!r}")
+        if expect != "similar" and "margin" in check:
+            raise SpecError(file, f"{path}.margin", "applies to expect = \"similar\" only")
     for i, column in enumerate(report.get("columns", [])):
         if column not in METRICS:
             raise SpecError(file, f"report.columns[{i}]", f"expected one of {list(METRICS)}, got {column!r}")
@@ -377,6 +405,8 @@ def validate_run_sections(file, merged: dict, origin: dict[str, str]) -> None:
     for key in ("train_images", "val_images"):
         if data.get(key, 1) < 1:
             fail(f"data.{key}", f"expected an integer >= 1, got {data[key]}")
+    if data.get("holdout_images", 0) < 0:
+        fail("data.holdout_images", f"expected an integer >= 0, got {data['holdout_images']}")
     if data["name"] == "shapes":
         knobs = {k: v for k, v in data.items() if k in {f.name for f in fields(ShapesConfig)}}
         try:
@@ -400,7 +430,7 @@ def validate_run_sections(file, merged: dict, origin: dict[str, str]) -> None:
             fail("train.loss", f"expected {{name = {{type = <one of {sorted(LOSSES)}>, weight = <number>, output = <model output>}}}}; {e}")
     check("eval", _EVAL)
     if merged["eval"].get("band_width", 0) < 0:
-        fail("eval.band_width", f"expected an integer >= 0, got {merged['eval']['band_width']}")
+        fail("eval.band_width", f"expected a number >= 0 (px), got {merged['eval']['band_width']}")
 
 
 def spec_paths(directory: Path = SPEC_DIR) -> list[Path]:

@@ -1,11 +1,22 @@
-"""Claims as pairwise comparisons, tested against seed noise.
+"""Claims, judged on per-seed paired differences with a confidence interval (REFERENCE 5b).
 
-A spec's ``[[report.checks]]`` states what a paper table claims as comparisons between two
-variants on one metric: ``a`` greater than ``b``, ``a`` less than ``b``, or the two similar.
-Each check is judged on the per-seed paired differences ``a - b`` (same seed, same data, same
-frozen backbone): a difference counts only when it exceeds ``NOISE_SIGMAS`` times the larger
-of the two variants' seed standard deviations; "similar" holds when the difference is within
-that band or within ``SIMILAR_POINTS``, whichever is wider.
+A spec's ``[[report.checks]]`` states what a paper table claims. Two kinds:
+
+* **pairwise** (``a``, ``b``, ``metric``, ``expect``): the per-seed differences ``a - b`` (same
+  seed: same data order, same frozen backbone) give a two-sided Student-t interval for their
+  mean at :data:`CI_LEVEL`. ``expect = "greater"`` (or ``"less"``) *holds* when the interval
+  excludes zero on the claimed side, is *reversed* when it excludes zero on the other side, and
+  is *undecided* otherwise. ``expect = "similar"`` is an equivalence test against the spec's
+  ``margin`` (points): it *holds* when the whole interval lies within ``[-margin, margin]``
+  (two one-sided tests at 2.5% each), *differs* when the interval lies wholly outside it, and is
+  *undecided* otherwise. "Not significantly different" is never read as "similar".
+* **ordering** (``kind = "ordering"``, ``metric``, ``min_rho``): Spearman's rank correlation
+  between the paper's values and our seed means over the variants that have both; it *holds*
+  when rho >= ``min_rho`` and *differs* otherwise (descriptive: no interval).
+
+An undecided pairwise claim carries the number of seeds that would likely decide it: the
+smallest n for which the interval's half-width would clear the decision point, assuming the
+observed mean and standard deviation of the differences stay as they are.
 """
 
 from __future__ import annotations
@@ -14,28 +25,56 @@ import math
 from dataclasses import dataclass
 
 import pandas as pd
+from scipy import stats
 
-NOISE_SIGMAS = 2.0    # a difference must exceed this many seed standard deviations
-SIMILAR_POINTS = 0.5  # "similar" also holds within this many points (the paper's own similar pairs differ by 0.1-0.2)
+CI_LEVEL = 0.95
+MAX_SEEDS = 100  # "seeds to decide" beyond this is reported as "more than 100"
+HOLDS, REVERSED, UNDECIDED, DIFFERS, INCOMPLETE = "holds", "reversed", "undecided", "differs", "incomplete"
 
 
 @dataclass
 class CheckResult:
     claim: str
+    kind: str                 # "pairwise" | "ordering"
     a: str
     b: str
     metric: str
     expect: str
+    margin: float | None
     paper_delta: float
-    delta: float
-    delta_std: float
-    threshold: float
+    delta: float              # mean of the per-seed differences (pairwise) or rho (ordering)
+    delta_sd: float
     n: int
-    outcome: str  # "holds" | "within noise" | "reversed" | "differs" | "not enough seeds"
+    ci_low: float
+    ci_high: float
+    outcome: str
+    seeds_to_decide: int | None = None  # undecided pairwise claims: seeds likely needed (None: > MAX_SEEDS)
+    missing: str = ""                   # incomplete: what is missing
+    min_rho: float | None = None        # ordering claims: the rank correlation needed
 
     @property
     def holds(self) -> bool:
-        return self.outcome == "holds"
+        return self.outcome == HOLDS
+
+
+def t_interval(values: pd.Series, level: float = CI_LEVEL) -> tuple[float, float, float, float]:
+    """Mean, sample sd and the two-sided Student-t interval of the mean of ``values`` (n >= 2)."""
+    n = len(values)
+    mean, sd = float(values.mean()), float(values.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return mean, sd, mean - half, mean + half
+
+
+def _seeds_to_decide(mean: float, sd: float, n: int, gap: float) -> int | None:
+    """Smallest n' > n whose interval half-width t(n'-1) sd / sqrt(n') is below ``gap``."""
+    if gap <= 0:
+        return None
+    if sd == 0:
+        return n + 1
+    for m in range(n + 1, MAX_SEEDS + 1):
+        if float(stats.t.ppf(0.5 + CI_LEVEL / 2, m - 1)) * sd / math.sqrt(m) < gap:
+            return m
+    return None
 
 
 def metric_values(df: pd.DataFrame, variant: str, metric: str) -> pd.Series:
@@ -53,33 +92,76 @@ def paper_value(spec: dict, variant: str, metric: str) -> float:
     return math.nan
 
 
-def judge(check: dict, spec: dict, df: pd.DataFrame) -> CheckResult:
+def judge_pairwise(check: dict, spec: dict, df: pd.DataFrame) -> CheckResult:
     metric = check.get("metric", spec["metric"])
     expect = check.get("expect", "greater")
+    margin = check.get("margin")
     a, b = metric_values(df, check["a"], metric), metric_values(df, check["b"], metric)
     paired = (a - b).dropna()
     n = len(paired)
     paper_delta = paper_value(spec, check["a"], metric) - paper_value(spec, check["b"], metric)
-    result = CheckResult(check["claim"], check["a"], check["b"], metric, expect, paper_delta,
-                         paired.mean() if n else math.nan, paired.std(ddof=1) if n > 1 else math.nan,
-                         math.nan, n, "not enough seeds")
-    if n < 2 or len(a) < 2 or len(b) < 2:
+    result = CheckResult(check["claim"], "pairwise", check["a"], check["b"], metric, expect, margin, paper_delta,
+                         float(paired.mean()) if n else math.nan, math.nan, n, math.nan, math.nan, INCOMPLETE)
+    if n < 2:
+        not_run = [name for name, values in ((check["a"], a), (check["b"], b)) if len(values) == 0]
+        no_value = [name for name, values in ((check["a"], a), (check["b"], b)) if len(values) and values.isna().all()]
+        if not_run:
+            result.missing = f"{' and '.join(not_run)} not run"
+        elif no_value:
+            result.missing = f"no {metric} value for {' and '.join(no_value)}"
+        else:
+            result.missing = f"{n} paired seed{'s' if n != 1 else ''}, 2 needed"
         return result
-    threshold = NOISE_SIGMAS * max(a.std(ddof=1), b.std(ddof=1))
-    result.threshold = threshold
-    d = result.delta
+    mean, sd, low, high = t_interval(paired)
+    result.delta, result.delta_sd, result.ci_low, result.ci_high = mean, sd, low, high
     if expect == "similar":
-        result.threshold = max(threshold, SIMILAR_POINTS)
-        result.outcome = "holds" if abs(d) <= result.threshold else "differs"
+        if high <= margin and low >= -margin:
+            result.outcome = HOLDS
+        elif low > margin or high < -margin:
+            result.outcome = DIFFERS
+        else:
+            result.outcome = UNDECIDED
+            result.seeds_to_decide = _seeds_to_decide(mean, sd, n, abs(margin - abs(mean)))
         return result
     sign = 1.0 if expect == "greater" else -1.0
-    if sign * d > threshold:
-        result.outcome = "holds"
-    elif sign * d < -threshold:
-        result.outcome = "reversed"
+    lo, hi = sorted((sign * low, sign * high))
+    if lo > 0:
+        result.outcome = HOLDS
+    elif hi < 0:
+        result.outcome = REVERSED
     else:
-        result.outcome = "within noise"
+        result.outcome = UNDECIDED
+        result.seeds_to_decide = _seeds_to_decide(mean, sd, n, abs(mean))
     return result
+
+
+def judge_ordering(check: dict, spec: dict, df: pd.DataFrame) -> CheckResult:
+    metric = check.get("metric", spec["metric"])
+    threshold = float(check["min_rho"])
+    paper, ours = [], []
+    for v in spec["variants"]:
+        p = v.get("paper", {}).get(metric)
+        values = metric_values(df, v["name"], metric).dropna()
+        if p is not None and len(values):
+            paper.append(float(p))
+            ours.append(float(values.mean()))
+    n = len(paper)
+    result = CheckResult(check["claim"], "ordering", "", "", metric, "ordering", None, math.nan, math.nan,
+                         math.nan, n, math.nan, math.nan, INCOMPLETE, min_rho=threshold)
+    with_paper = sum(1 for v in spec["variants"] if metric in v.get("paper", {}))
+    if n < with_paper or n < 3:
+        result.missing = f"{with_paper - n} of {with_paper} variants not run"
+        return result
+    rho = float(pd.Series(paper).corr(pd.Series(ours), method="spearman"))
+    result.delta = rho
+    result.outcome = HOLDS if rho >= threshold else DIFFERS
+    return result
+
+
+def judge(check: dict, spec: dict, df: pd.DataFrame) -> CheckResult:
+    if check.get("kind", "pairwise") == "ordering":
+        return judge_ordering(check, spec, df)
+    return judge_pairwise(check, spec, df)
 
 
 def judge_all(spec: dict, df: pd.DataFrame) -> list[CheckResult]:
@@ -88,6 +170,42 @@ def judge_all(spec: dict, df: pd.DataFrame) -> list[CheckResult]:
 
 def describe(r: CheckResult) -> str:
     """Short phrase for a verdict sentence."""
-    if r.outcome == "not enough seeds":
-        return f"{r.claim}: not enough seeds"
-    return f"{r.claim}: {r.outcome} ({r.metric} {r.delta:+.2f} points vs paper {r.paper_delta:+.1f})"
+    if r.outcome == INCOMPLETE:
+        return f"{r.claim}: incomplete ({r.missing})"
+    if r.kind == "ordering":
+        return f"{r.claim}: {r.outcome} (rank correlation with the paper {r.delta:.2f}, needs >= {r.min_rho:g})"
+    text = (f"{r.claim}: {r.outcome} ({r.metric} {r.delta:+.2f} points, {100 * CI_LEVEL:g}% CI "
+            f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}], vs paper {r.paper_delta:+.1f})")
+    if r.outcome == UNDECIDED:
+        text += f"; {seeds_phrase(r)}"
+    return text
+
+
+def seeds_phrase(r: CheckResult) -> str:
+    if r.seeds_to_decide is None:
+        return f"more than {MAX_SEEDS} seeds would be needed to decide"
+    return f"about {r.seeds_to_decide} seeds would likely decide it"
+
+
+@dataclass
+class TableVerdict:
+    label: str      # reproduced | partially reproduced | not reproduced | undecided | incomplete | no results
+    sentence: str
+
+
+def table_verdict(results: list[CheckResult]) -> TableVerdict:
+    """One label for a table from its claims' outcomes."""
+    counts = {o: sum(r.outcome == o for r in results) for o in (HOLDS, REVERSED, DIFFERS, UNDECIDED, INCOMPLETE)}
+    total = len(results)
+    if counts[INCOMPLETE]:
+        missing = "; ".join(describe(r) for r in results if r.outcome == INCOMPLETE)
+        return TableVerdict("incomplete", f"incomplete: {missing}")
+    tally = ", ".join(f"{counts[o]} {o}" for o in (HOLDS, REVERSED, DIFFERS, UNDECIDED) if counts[o])
+    others = "; ".join(describe(r) for r in results if not r.holds)
+    if counts[HOLDS] == total:
+        return TableVerdict("reproduced", f"reproduced: all {total} claims hold")
+    if counts[HOLDS]:
+        return TableVerdict("partially reproduced", f"partially reproduced: {counts[HOLDS]} of {total} claims hold ({tally}); not: {others}")
+    if counts[REVERSED] + counts[DIFFERS]:
+        return TableVerdict("not reproduced", f"not reproduced: none of the {total} claims holds ({tally}); {others}")
+    return TableVerdict("undecided", f"undecided: no claim can be decided with these seeds ({tally}); {others}")

@@ -20,11 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from report import icnet_timing, plotting
-from report.checks import NOISE_SIGMAS, SIMILAR_POINTS, describe, judge_all
-from report.stats import spearman
+from report.checks import CI_LEVEL, judge_all, seeds_phrase, table_verdict
 
 ROOT = Path(__file__).resolve().parent.parent
-RHO_THRESHOLD = 0.8  # rank agreement needed to call the ordering reproduced
 METRIC_NAMES = {"miou": "mIoU", "pixel_acc": "pixel acc.", "mean_acc": "mean acc.",
                 "boundary_miou": "boundary-band mIoU", "interior_miou": "interior mIoU",
                 "boundary_pixel_acc": "boundary-band acc.", "interior_pixel_acc": "interior acc."}
@@ -46,15 +44,27 @@ def _get(config: dict, dotted: str):
     return node
 
 
-def load_results(results_dir: Path, ablation: str, scale: str) -> list[dict]:
-    """Result records of the canonical scale directory (override runs live elsewhere)."""
+SPLITS = {"val": "metrics", "holdout": "holdout_metrics"}
+
+
+def load_results(results_dir: Path, ablation: str, scale: str, split: str = "val") -> list[dict]:
+    """Result records of one scale directory (the canonical scale, or an override tag).
+
+    ``split="holdout"`` judges the runs on the part of the training data they held out
+    (``holdout_metrics``): that is where choices of schedule or hyperparameters are made.
+    """
     directory = results_dir / ablation / scale
     records = []
     for path in sorted(directory.glob("*.json")):
         try:
-            records.append(json.loads(path.read_text(encoding="utf-8")))
+            record = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as e:
             raise SystemExit(f"error: {path}: not valid JSON ({e}); delete it and re-run the ablation") from None
+        if split != "val":
+            if not record.get(SPLITS[split]):
+                raise SystemExit(f"error: {path}: no {SPLITS[split]} (the run held out no data: data.holdout_images)")
+            record = dict(record, metrics=record[SPLITS[split]])
+        records.append(record)
     return records
 
 
@@ -137,101 +147,53 @@ def _metric_mean_std(runs: pd.DataFrame, metric: str) -> tuple[float, float]:
 
 
 def verdict(spec: dict, summary: pd.DataFrame, df: pd.DataFrame | None = None) -> Verdict:
-    ran = summary[summary.n > 0]
-    if ran.empty:
+    """The table's verdict from its claims (``[[report.checks]]``), each judged on its own."""
+    df = df if df is not None else pd.DataFrame()
+    if summary[summary.n > 0].empty:
         return Verdict("no results", "not run yet", [])
-    both = ran.dropna(subset=["paper", "mean"])
-    rho = spearman(list(both["paper"]), list(both["mean"])) if len(both) >= 3 else math.nan
-    details = [f"Spearman rank correlation between the paper's and our means over {len(both)} variants: "
-               f"**rho = {rho:.2f}** (threshold {RHO_THRESHOLD})."]
-    if spec.get("report", {}).get("checks"):
-        return _verdict_from_checks(spec, df if df is not None else pd.DataFrame(), details)
-    head_name, base_name = spec.get("headline"), spec["baseline"]
-    head = summary[summary.variant == head_name].iloc[0] if head_name else None
-    base = summary[summary.variant == base_name].iloc[0]
-    significant = False  # beyond the noise *in the paper's direction*
-    if head is not None and head.n > 0 and base.n > 0:
-        noise = max(head["std"], base["std"])
-        if math.isnan(noise):
-            return Verdict("not enough seeds", f"needs at least 2 seeds of {head_name} and {base_name} to judge against seed noise", details)
-        significant = head["delta"] > NOISE_SIGMAS * noise if head["paper_delta"] >= 0 else head["delta"] < -NOISE_SIGMAS * noise
-        details.append(
-            f"Headline {head_name} - {base_name}: paper **{head['paper_delta']:+.1f}** points, ours "
-            f"**{head['delta']:+.2f}** points (mean of per-seed differences over {min(head.n, base.n)} seeds; "
-            f"their std {head['delta_std']:.2f}). Seed noise: std {base['std']:.2f} ({base_name}), "
-            f"{head['std']:.2f} ({head_name}); the delta is {'more' if significant else 'not more'} than "
-            f"{NOISE_SIGMAS:g} x the larger ({NOISE_SIGMAS * noise:.2f})."
-        )
-    peak = ran.loc[ran["mean"].idxmax()]
-    if head is not None and head.n > 0 and peak["variant"] != head_name:
-        gap = peak["mean"] - head["mean"]
-        within = gap <= NOISE_SIGMAS * max(peak["std"], head["std"])
-        details.append(
-            f"Our best variant is {peak['variant']} ({peak['mean']:.2f}); {head_name} is {gap:.2f} points below it, "
-            f"{'within' if within else 'beyond'} {NOISE_SIGMAS:g} seed sigma: "
-            + ("ours saturates where the paper's curve still rises." if within else "ours turns down where the paper's curve still rises.")
-        )
-    ordering = not math.isnan(rho) and rho >= RHO_THRESHOLD
-    if significant and ordering:
-        label = "reproduced"
-        sentence = (f"reproduced: {head_name} beats {base_name} by {head['delta']:+.2f} points (> {NOISE_SIGMAS:g} sigma), "
-                    f"rank correlation with the paper {rho:.2f}")
-    elif significant:
-        label = "partially reproduced"
-        sentence = (f"partially reproduced: the headline gain holds ({head['delta']:+.2f} points, > {NOISE_SIGMAS:g} sigma) "
-                    f"but the ordering of the variants does not follow the paper (rho {rho:.2f} < {RHO_THRESHOLD})")
-    else:
-        label = "not reproduced"
-        what = "no headline variant" if head is None else f"{head_name} - {base_name} = {head['delta']:+.2f} points, within seed noise or of the wrong sign"
-        sentence = f"not reproduced: {what}; rank correlation with the paper {rho:.2f}"
-    return Verdict(label, sentence, details)
-
-
-def _verdict_from_checks(spec: dict, df: pd.DataFrame, details: list[str]) -> Verdict:
-    """Every claim of the table judged on its own; the verdict counts how many hold."""
     results = judge_all(spec, df)
-    if any(r.outcome == "not enough seeds" for r in results):
-        return Verdict("not enough seeds", "needs at least 2 seeds of every compared variant to judge against seed noise", details)
-    held = [r for r in results if r.holds]
-    failed = [r for r in results if not r.holds]
-    if not failed:
-        label = "reproduced"
-        sentence = f"reproduced: all {len(results)} claims hold beyond seed noise"
-    elif held:
-        label = "partially reproduced"
-        sentence = (f"partially reproduced: {len(held)} of {len(results)} claims hold; not: "
-                    + "; ".join(describe(r) for r in failed))
-    else:
-        label = "not reproduced"
-        sentence = f"not reproduced: none of the {len(results)} claims holds; " + "; ".join(describe(r) for r in failed)
-    details.append(
-        f"Each claim compares two variants seed by seed (paired differences); it holds when the mean difference "
-        f"has the claimed sign and exceeds {NOISE_SIGMAS:g} x the larger seed std of the two, or, for *similar*, "
-        f"stays within that band or {SIMILAR_POINTS:g} points. See the claims table below."
-    )
-    return Verdict(label, sentence, details)
+    tv = table_verdict(results)
+    details = [
+        f"Each claim is judged on the per-seed paired differences of its two variants (same seed, same data order, "
+        f"same pretrained backbone): a {100 * CI_LEVEL:g}% Student-t interval for their mean. A claimed difference "
+        "*holds* when the interval excludes zero on the claimed side, is *reversed* when it excludes zero on the "
+        "other side, and is *undecided* otherwise; an *about equal* claim holds when the whole interval lies within "
+        "the spec's margin and *differs* when it lies wholly outside it. An ordering claim compares the paper's "
+        "ranking of the variants with ours (Spearman's rho against a threshold). See the claims table below."]
+    return Verdict(tv.label, tv.sentence, details)
 
 
 def _claims_table(spec: dict, df: pd.DataFrame) -> list[str]:
     results = judge_all(spec, df)
     if not results:
         return []
-    rows = [{
-        "claim": r.claim,
-        "compared": f"{r.a} vs {r.b}",
-        "metric": METRIC_NAMES.get(r.metric, r.metric),
-        "Δ paper": _fmt(r.paper_delta, "+.1f"),
-        "Δ ours": "-" if r.n == 0 else f"{r.delta:+.2f} ± {_fmt(r.delta_std, '.2f')}",
-        "band": _fmt(r.threshold, ".2f"),
-        "outcome": f"**{r.outcome}**" if r.holds else r.outcome,
-    } for r in results]
+    rows = []
+    for r in results:
+        if r.kind == "ordering":
+            compared, ours, ci = "all variants with a paper value", _fmt(r.delta, ".2f"), f"needs rho >= {r.min_rho:g}"
+            paper = "-"
+        else:
+            compared = f"{r.a} vs {r.b}"
+            paper = _fmt(r.paper_delta, "+.1f")
+            ours = "-" if r.n == 0 else f"{r.delta:+.2f} ± {_fmt(r.delta_sd, '.2f')} (n={r.n})"
+            ci = "-" if math.isnan(r.ci_low) else f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+            if r.expect == "similar":
+                ci += f" vs ±{r.margin:g}"
+        outcome = f"**{r.outcome}**" if r.holds else r.outcome
+        if r.outcome == "undecided":
+            outcome += f" ({seeds_phrase(r)})"
+        elif r.outcome == "incomplete":
+            outcome += f" ({r.missing})"
+        rows.append({"claim": r.claim, "compared": compared, "metric": METRIC_NAMES.get(r.metric, r.metric),
+                     "Δ paper": paper, "Δ ours": ours, f"{100 * CI_LEVEL:g}% CI": ci, "outcome": outcome})
     return ["## Claims", "",
             pd.DataFrame(rows).to_markdown(index=False, colalign=["left", "left", "left", "right", "right", "right", "left"],
                                            disable_numparse=True), "",
-            f"Δ = a - b in points (ours: mean ± std of the per-seed differences). *band* = {NOISE_SIGMAS:g} x the larger "
-            "seed std of the two variants (for *similar*: that or "
-            f"{SIMILAR_POINTS:g} points, whichever is wider); a claim of a difference holds beyond the band, "
-            "*reversed* means beyond it with the opposite sign.", ""]
+            f"Δ = a - b in points; ours is the mean ± sd of the per-seed differences (n seeds). The interval is the "
+            f"two-sided {100 * CI_LEVEL:g}% Student-t interval of that mean; for *about equal* claims it is compared "
+            "with the spec's equivalence margin. For an ordering claim, Δ ours is Spearman's rho between the paper's "
+            "values and our seed means. *Seeds to decide* assumes the observed mean and sd of the differences stay "
+            "as they are.", ""]
 
 
 def _fmt(v, spec: str = ".1f", missing: str = "-") -> str:
@@ -360,11 +322,13 @@ def page(spec: dict, scale: str, df: pd.DataFrame, summary: pd.DataFrame, v: Ver
     if fig_rel:
         lines += [f"![{spec['title']}]({fig_rel})", ""]
     if not df.empty and not summary["interior_miou"].isna().all():
-        band = int(df["record"].iloc[0]["metrics"].get("band_width_px", 0))
+        band = float(df["record"].iloc[0]["metrics"].get("band_width_px", 0))
         lines += ["## Where the gain comes from", "",
-                  f"mIoU (%) on the boundary band (labelled pixels within {band} px of a label change, "
-                  "Table 5's protocol scaled to the image size) and on the interior (all other labelled pixels), "
-                  "mean over seeds:", ""]
+                  f"mIoU (%) on the boundary band and on the interior, mean over seeds. The band is every labelled "
+                  f"pixel whose centre lies within {band:g} px (Euclidean) of a label change, a pixel edge between "
+                  "4-neighbours with different labels (void and padding are no label: a void outline contributes its "
+                  "middle line, padding nothing). That is Large Kernel Matters' 7 px at 512 px scaled by the image side; "
+                  "a pixel next to a straight change is 0.5 px from it. The interior is every other labelled pixel.", ""]
         t = summary[summary.n > 0][["variant", "boundary_miou", "interior_miou"]].copy()
         t.columns = ["variant", "boundary band mIoU", "interior mIoU"]
         lines += [t.to_markdown(index=False, floatfmt=".2f"), ""]
@@ -488,14 +452,25 @@ def load_spec_file(path: Path) -> dict:
         raise SystemExit(f"error: {path}: not valid TOML ({e})") from None
 
 
-def generate(specs_dir: Path, results_dir: Path, out_dir: Path) -> list[Path]:
-    """Write index.md, one page per spec and its figure; returns the written paths."""
+def generate(specs_dir: Path, results_dir: Path, out_dir: Path, *, split: str = "val", tag: str | None = None) -> list[Path]:
+    """Write index.md, one page per spec and its figure; returns the written paths.
+
+    ``tag`` (e.g. ``mini+1a2b3c``) renders the override runs of that tag instead of the
+    canonical scales, for the specs that have them; ``split`` picks val or held-out metrics.
+    """
     written = []
     index_rows = []
     for spec_path in sorted(specs_dir.glob("*.toml")):
         spec = load_spec_file(spec_path)
-        for scale in [s for s in spec["scales"] if s == "mini" or (results_dir / spec["id"] / s).exists()]:
-            df = frame(spec, load_results(results_dir, spec["id"], scale))
+        if tag is not None:
+            if tag.split("+")[0] not in spec["scales"] or not (results_dir / spec["id"] / tag).is_dir():
+                continue
+            spec = dict(spec, scales={**spec["scales"], tag: spec["scales"][tag.split("+")[0]]})
+            scales = [tag]
+        else:
+            scales = [s for s in spec["scales"] if s == "mini" or (results_dir / spec["id"] / s).exists()]
+        for scale in scales:
+            df = frame(spec, load_results(results_dir, spec["id"], scale, split))
             summary = summarise(spec, df)
             v = verdict(spec, summary, df)
             suffix = "" if scale == "mini" else f"-{scale}"
@@ -505,12 +480,17 @@ def generate(specs_dir: Path, results_dir: Path, out_dir: Path) -> list[Path]:
                 written.append(fig_path)
             page_path = out_dir / f"{spec['id']}{suffix}.md"
             text = page(spec, scale, df, summary, v, f"figures/{fig_path.name}" if has_fig else None)
+            if split != "val":
+                title, rest = text.split("\n", 1)
+                text = (f"{title}\n\n> **Judged on the {split} split** (the training data each run held out), not on "
+                        "val: a side report for choices of schedule or hyperparameters, never the published numbers.\n" + rest)
             _write(page_path, text)
             written.append(page_path)
             n_runs = f"{int(summary.n.sum())}/{len(spec['variants']) * len(spec['scales'][scale]['seeds'])}"
             index_rows.append({"ablation": f"[{spec['title']}]({page_path.name})", "paper table": spec["paper_table"],
                                "scale": scale, "runs": n_runs, "verdict": v.sentence})
-    written += _timing_pages(results_dir, out_dir, index_rows)
+    if tag is None and split == "val":
+        written += _timing_pages(results_dir, out_dir, index_rows)
     index_rows.sort(key=lambda row: _natural(row["paper table"]))  # by paper, then table number
     lines = ["# segbench report", "",
              "Each row is one paper table re-run as an ablation spec (`ablations/specs/`). Mini-scale rows use the "
@@ -561,7 +541,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--specs", type=Path, default=ROOT / "ablations" / "specs")
     p.add_argument("--results", type=Path, default=ROOT / "results")
     p.add_argument("--out", type=Path, default=ROOT / "report")
+    p.add_argument("--split", choices=sorted(SPLITS), default="val",
+                   help="judge on val (the report) or on the held-out training data (for choices; use another --out)")
+    p.add_argument("--tag", help="render the override runs of this scale tag (e.g. mini+1a2b3c) instead of the canonical ones")
     args = p.parse_args(argv)
-    for path in generate(args.specs, args.results, args.out):
+    if (args.split != "val" or args.tag) and args.out.resolve() == (ROOT / "report").resolve():
+        p.error("--split holdout and --tag write a side report: give it its own --out")
+    for path in generate(args.specs, args.results, args.out, split=args.split, tag=args.tag):
         print(path, file=sys.stderr)
     return 0

@@ -7,6 +7,9 @@ multiply-accumulate of convolutions and matrix products and ignores element-wise
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -16,19 +19,28 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode inside the block; afterwards every submodule gets back its own
+    mode (``module.train(was_training)`` would also flip a frozen backbone kept in eval mode)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 @torch.no_grad()
 def count_macs(model: nn.Module, input_shape: tuple[int, ...], **extra_inputs: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass on a zero tensor of ``input_shape`` (N, C, H, W)."""
-    was_training = model.training
-    model.eval()
-    try:
+    """Multiply-accumulates of one forward pass on a zero tensor of ``input_shape`` (N, C, H, W),
+    in eval mode (BN statistics untouched); the model's modes are restored afterwards."""
+    with eval_mode(model):
         counter = FlopCounterMode(display=False)
         with counter:
             model(torch.zeros(input_shape), **extra_inputs)
         return counter.get_total_flops() // 2
-    finally:
-        model.train(was_training)
-
 
 
 def model_complexity(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:

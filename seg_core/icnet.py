@@ -42,13 +42,18 @@ def _width(channels: int, multiplier: float) -> int:
 
 
 def _bottleneck_stage(inplanes: int, planes: int, blocks: int, stride: int, dilation: int) -> nn.Sequential:
-    """``blocks`` distinct torchvision Bottlenecks; a dilated stage keeps its resolution."""
+    """``blocks`` distinct torchvision Bottlenecks; a dilated stage keeps its resolution.
+
+    Every block of a dilated stage, the first included, uses the stage's full dilation, as the
+    official PSPNet/ICNet models do (res4: 2, res5: 4 at output stride 8). torchvision's
+    ``replace_stride_with_dilation`` halves the first block's dilation instead (DeepLab's
+    convention); parameter counts and MACs are the same either way.
+    """
     out = planes * Bottleneck.expansion
     downsample = None
     if stride != 1 or inplanes != out:
         downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
-    first_dilation = max(1, dilation // 2)
-    layers = [Bottleneck(inplanes, planes, stride, downsample, dilation=first_dilation)]
+    layers = [Bottleneck(inplanes, planes, stride, downsample, dilation=dilation)]
     layers += [Bottleneck(out, planes, dilation=dilation) for _ in range(blocks - 1)]
     return nn.Sequential(*layers)
 

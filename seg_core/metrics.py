@@ -6,11 +6,11 @@ labelled ``ignore_index`` are dropped, and ``IoU_c = TP / (TP + FP + FN)`` is av
 the classes that occur (in the labels or the predictions) — the PASCAL VOC / Cityscapes
 protocol.
 
-Boundary-band vs interior evaluation (Large Kernel Matters, Table 5): a pixel is on a
-boundary when one of its 4-neighbours has another label (for VOC the 255 void outline is
-itself the boundary, so labelled pixels next to it count); the band is every *labelled*
-pixel within Euclidean distance ``band_width`` of a boundary pixel, the interior the other
-labelled pixels. Each region accumulates its own confusion matrix.
+Boundary-band vs interior evaluation (Large Kernel Matters, Table 5): the band is every
+*labelled* pixel whose centre lies within Euclidean distance ``band_width`` of a label change
+(a pixel edge between 4-neighbours with different labels; void and padding are not labels, see
+:func:`boundary_band`), the interior the other labelled pixels. Each region accumulates its own
+confusion matrix.
 """
 
 from __future__ import annotations
@@ -71,36 +71,97 @@ def summarize(matrix: torch.Tensor, prefix: str = "") -> dict[str, float | list[
     }
 
 
-def boundary_mask(label: torch.Tensor) -> torch.Tensor:
-    """Pixels with a 4-neighbour of another label (any label, void included). ``label``: (..., H, W)."""
-    edge = torch.zeros_like(label, dtype=torch.bool)
-    dv = label[..., 1:, :] != label[..., :-1, :]
-    dh = label[..., :, 1:] != label[..., :, :-1]
-    edge[..., 1:, :] |= dv
-    edge[..., :-1, :] |= dv
-    edge[..., :, 1:] |= dh
-    edge[..., :, :-1] |= dh
-    return edge
+def fill_void(label: torch.Tensor, steps: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Void/padding pixels take the label of a labelled 4-neighbour, ``steps`` times over.
 
-
-def band_width_for(image_size: int, paper_width: float = 7.0, paper_size: int = 512) -> int:
-    """The paper's band (7 px at 512 px input) scaled to ``image_size``; at least 1 px.
-
-    Table 5 uses 7 px on VOC images padded to 512 px. Scaling by the input side keeps the band
-    the same fraction of the image: 64 px -> 1 px, 128 px -> 2 px, 512 px -> 7 px.
+    Each step grows the labelled regions by one pixel into ``ignore_index`` pixels (where
+    several labels reach a pixel at once, the largest id wins, so the result is deterministic).
+    A void outline between two objects is thus split along its middle, and padding takes the
+    label of the image border next to it. Pixels farther than ``steps`` from any label stay void.
     """
-    return max(1, round(paper_width * image_size / paper_size))
+    filled = label.clone()
+    for _ in range(steps):
+        void = filled == ignore_index
+        if not void.any():
+            break
+        known = torch.where(void, torch.full_like(filled, -1), filled.to(torch.int64 if filled.dtype == torch.uint8 else filled.dtype))
+        best = torch.full_like(known, -1)
+        best[..., 1:, :] = torch.maximum(best[..., 1:, :], known[..., :-1, :])
+        best[..., :-1, :] = torch.maximum(best[..., :-1, :], known[..., 1:, :])
+        best[..., :, 1:] = torch.maximum(best[..., :, 1:], known[..., :, :-1])
+        best[..., :, :-1] = torch.maximum(best[..., :, :-1], known[..., :, 1:])
+        grow = void & (best >= 0)
+        if not grow.any():
+            break
+        filled = torch.where(grow, best.to(filled.dtype), filled)
+    return filled
 
 
-def boundary_band(label: torch.Tensor, width: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Labelled pixels within Euclidean distance ``width`` of a boundary pixel. ``label``: (N, H, W)."""
+def label_changes(label: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where two 4-neighbours carry different labels, neither of them void.
+
+    Returns ``(vertical, horizontal)``: ``vertical[..., i, j]`` marks the pixel edge between
+    ``(i, j)`` and ``(i, j + 1)`` (shape ``(..., H, W - 1)``), ``horizontal[..., i, j]`` the edge
+    between ``(i, j)`` and ``(i + 1, j)`` (shape ``(..., H - 1, W)``).
+    """
+    valid = label != ignore_index
+    vertical = (label[..., :, 1:] != label[..., :, :-1]) & valid[..., :, 1:] & valid[..., :, :-1]
+    horizontal = (label[..., 1:, :] != label[..., :-1, :]) & valid[..., 1:, :] & valid[..., :-1, :]
+    return vertical, horizontal
+
+
+def _edge_reach(edges: torch.Tensor, width: float, across: int) -> torch.Tensor:
+    """Pixels whose centre lies within ``width`` of a marked pixel edge (Euclidean, exact).
+
+    ``edges`` is (N, H, W) with the edge between pixel ``(i, j)`` and its neighbour along axis
+    ``across`` (-1: ``(i, j+1)``; -2: ``(i+1, j)``) marked at ``(i, j)``. Pixel centres sit at
+    half-integers, so a pixel ``d`` steps across from the edge is ``|d - 1/2|`` away from it, and
+    one ``e`` steps along it ``max(0, |e| - 1/2)``.
+    """
+    r = int(math.floor(width + 0.5)) + 1
+    steps = torch.arange(-r, r + 1, dtype=torch.float64)
+    across_d = (-steps - 0.5).abs()                 # kernel index a -> pixel offset -a across the edge
+    along_d = (steps.abs() - 0.5).clamp(min=0)
+    if across == -1:
+        dist2 = along_d[:, None] ** 2 + across_d[None, :] ** 2
+    else:
+        dist2 = across_d[:, None] ** 2 + along_d[None, :] ** 2
+    kernel = (dist2 <= width**2 + 1e-9).float()[None, None]
+    hit = F.conv2d(edges[:, None].float(), kernel, padding=r)[:, 0]
+    return hit > 0.5
+
+
+def band_width_for(height: int, width: int | None = None, paper_width: float = 7.0, paper_size: int = 512) -> float:
+    """The paper's band (7 px on 512 x 512 inputs) scaled to an image of ``height`` x ``width``.
+
+    The band keeps the same fraction of the image side: ``7 * side / 512`` with ``side`` the
+    geometric mean of height and width (the side for square images). 64 px -> 0.875 px,
+    128 px -> 1.75 px, 512 px -> 7 px. Not rounded: the band test is on real distances.
+    """
+    side = math.sqrt(height * (height if width is None else width))
+    return paper_width * side / paper_size
+
+
+def boundary_band(label: torch.Tensor, width: float, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Labelled pixels whose centre lies within Euclidean distance ``width`` of a label change.
+
+    Large Kernel Matters, Table 5 (``label``: (N, H, W)). A label change is a pixel edge between
+    4-neighbours with different labels; void and padding (``ignore_index``) are not labels, so
+    they first take the label of the nearest labelled pixel (:func:`fill_void`): a void outline
+    around an object (VOC) contributes its middle line, padding contributes nothing. A pixel
+    next to a straight change is 0.5 px from it, one diagonal to a corner 0.71 px, the next one
+    out 1.5 px; ``width`` 0.875 (64 px images) keeps the first two.
+    """
     if width < 0:
         raise ValueError(f"band width must be >= 0, got {width}")
-    edge = boundary_mask(label).float().unsqueeze(1)
-    r = int(width)
-    yy, xx = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
-    disk = ((yy**2 + xx**2) <= width**2).float()[None, None]
-    near = F.conv2d(edge, disk, padding=r)[:, 0] > 0
+    filled = fill_void(label, int(math.ceil(width)) + 2, ignore_index)
+    vertical, horizontal = label_changes(filled, ignore_index)
+    n, h, w = label.shape
+    v_full = torch.zeros(n, h, w, dtype=torch.bool, device=label.device)
+    v_full[..., :, :-1] = vertical
+    h_full = torch.zeros(n, h, w, dtype=torch.bool, device=label.device)
+    h_full[..., :-1, :] = horizontal
+    near = _edge_reach(v_full, width, -1) | _edge_reach(h_full, width, -2)
     return near & (label != ignore_index)
 
 

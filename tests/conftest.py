@@ -25,6 +25,16 @@ x = "model.k"
 x_label = "k"
 x_default = 1
 
+[[report.checks]]
+claim = "k=5 beats the 1x1 baseline"
+a = "k=5"
+b = "baseline"
+
+[[report.checks]]
+claim = "the variants rank as in the paper"
+kind = "ordering"
+min_rho = 0.5
+
 [defaults.model]
 name = "single_head"
 

@@ -74,3 +74,27 @@ def test_frozen_random_backbones_do_not_share_cached_features(tiny, tmp_path):
     execute_run(seed0, cache_dir=str(tiny["cache"]))
     after_other_seed = execute_run(seed1, cache_dir=str(tiny["cache"]))["metrics"]
     assert after_other_seed == alone
+
+
+def test_counting_macs_restores_every_modules_mode():
+    """ICNet's trunk MACs are counted through a wrapper; the model must come back as it was,
+    module by module (an eval-mode model stays in eval mode; a frozen backbone in eval mode
+    inside a training model stays so)."""
+    from seg_core.complexity import model_complexity
+
+    model = MODELS.build("icnet", num_classes=3, backbone_options={"width": 0.125}).eval()
+    model_complexity(model, (1, 3, 64, 64))
+    assert not any(m.training for m in model.modules())
+    model.train()
+    model.backbone.eval()
+    model_complexity(model, (1, 3, 64, 64))
+    assert model.training and model.cff_24.training and not any(m.training for m in model.backbone.modules())
+
+
+def test_in_run_pretraining_leaves_the_runs_thread_count(tiny, tmp_path):
+    from ablations.execute import RUN_THREADS
+
+    spec = load_spec(tiny["spec"])
+    run = [r for r in expand(spec, "mini", results_dir=tiny["results"]) if r["variant"] == "k=3"][0]
+    record = execute_run(dict(run, path=str(tmp_path / "a.json")), cache_dir=str(tmp_path / "fresh-cache"))
+    assert torch.get_num_threads() == RUN_THREADS == record["provenance"]["threads"]

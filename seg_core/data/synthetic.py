@@ -23,6 +23,10 @@ background with clutter:
 Labels: 0 = background, 1-4 = disk, square, triangle, cross. Images are uint8 RGB (the raw
 form later models need, e.g. CRF and Canny); normalisation happens in the engine.
 
+Splits: ``pretrain`` (the mini scale's backbone pretraining), ``train`` (training; a run can hold
+out the images that follow its ``train_images`` in this stream, for choices of schedule and
+hyperparameters), ``val`` (the numbers the report shows) and ``test`` (reserved, unused).
+
 Determinism: images are generated in chunks of :data:`CHUNK` with a generator seeded from
 ``(seed, split, chunk index)`` only, so image ``i`` is the same whatever ``num_images`` is, and
 splits never share images (``pretrain`` is the split the mini scale pretrains its backbone on).
@@ -30,6 +34,7 @@ splits never share images (``pretrain`` is the split the mini scale pretrains it
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from dataclasses import dataclass, fields
@@ -231,6 +236,12 @@ class SyntheticShapes(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def slice(self, start: int, stop: int) -> SyntheticShapes:
+        """A view of images ``start..stop-1`` (shares memory; see :func:`seg_core.data.take`)."""
+        view = copy.copy(self)
+        view.images, view.labels = self.images[start:stop], self.labels[start:stop]
+        return view
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {"image": self.images[index], "label": self.labels[index]}

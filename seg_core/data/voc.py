@@ -3,8 +3,13 @@
 Expects the standard layout ``<root>/VOCdevkit/VOC2012/{JPEGImages, SegmentationClass,
 ImageSets/Segmentation}`` (torchvision's ``VOCSegmentation``); SBD-augmented training lists go in
 ``ImageSets/Segmentation/<split>.txt`` like the official ones (e.g. ``train_aug``). Following
-Large Kernel Matters, images are padded to ``crop_size`` (512: a 16x16 top map at stride 32),
-labels padded with 255 (ignored); training crops are random, with random horizontal flips.
+Large Kernel Matters, images are padded to ``crop_size`` (512: a 16x16 top map at stride 32)
+with the mean colour (the ImageNet mean the weights were trained with, so padding is zero after
+normalisation, as in the papers' Caffe pipelines), labels with 255 (ignored; the boundary band
+treats padding as no label, see :func:`seg_core.metrics.boundary_band`); training crops are
+random, with random horizontal flips. ``label_dir`` picks the label folder: ``SegmentationClass``
+(the official 1,464/1,449 annotations) or ``SegmentationClassAug`` (the SBD-augmented labels that
+go with the ``train_aug`` list).
 Items have the contract of the synthetic dataset: ``{"image": uint8 (3, H, W), "label": uint8 (H, W)}``.
 """
 
@@ -20,6 +25,8 @@ from torch.utils.data import Dataset
 from seg_core.losses import IGNORE_INDEX
 from seg_core.registry import DATASETS
 
+MEAN_COLOUR = (124, 116, 104)  # round(255 * ImageNet mean): zero after normalisation
+
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -32,20 +39,23 @@ class VOCSegmentation(Dataset):
     class_names = VOC_CLASSES
     num_classes = len(VOC_CLASSES)
 
-    def __init__(self, *, root: str, split: str, crop_size: int = 512, train: bool | None = None, seed: int = 0) -> None:
+    def __init__(self, *, root: str, split: str, crop_size: int = 512, train: bool | None = None, seed: int = 0,
+                 label_dir: str = "SegmentationClass") -> None:
         import torchvision
 
         base = Path(root) / "VOCdevkit" / "VOC2012"
         list_file = base / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not list_file.exists():
             raise FileNotFoundError(f"VOC split list not found: {list_file} (set data.root to the folder holding VOCdevkit)")
-        image_set = split if split in ("train", "val", "trainval") else None
+        if not (base / label_dir).is_dir():
+            raise FileNotFoundError(f"VOC label folder not found: {base / label_dir} (data.label_dir)")
+        image_set = split if split in ("train", "val", "trainval") and label_dir == "SegmentationClass" else None
         if image_set is not None:
             self._voc = torchvision.datasets.VOCSegmentation(root, year="2012", image_set=image_set, download=False)
             self._pairs = list(zip(self._voc.images, self._voc.masks))
         else:
             names = list_file.read_text().split()
-            self._pairs = [(str(base / "JPEGImages" / f"{n}.jpg"), str(base / "SegmentationClass" / f"{n}.png")) for n in names]
+            self._pairs = [(str(base / "JPEGImages" / f"{n}.jpg"), str(base / label_dir / f"{n}.png")) for n in names]
         self.crop_size = crop_size
         self.train = split.startswith("train") if train is None else train
         self._generator = torch.Generator().manual_seed(seed)
@@ -70,7 +80,7 @@ class VOCSegmentation(Dataset):
         h, w = label.shape
         ph, pw = max(0, self.crop_size - h), max(0, self.crop_size - w)
         if ph or pw:
-            image = F.pad(image, (0, pw, 0, ph), value=0)
+            image = torch.stack([F.pad(c, (0, pw, 0, ph), value=v) for c, v in zip(image, MEAN_COLOUR)])
             label = F.pad(label, (0, pw, 0, ph), value=IGNORE_INDEX)
         return image, label
 
@@ -83,13 +93,14 @@ class VOCSegmentation(Dataset):
 
 
 @DATASETS.register("voc2012")
-def voc2012(*, split: str, num_images: int | None = None, root: str, crop_size: int = 512, seed: int = 0) -> VOCSegmentation:
+def voc2012(*, split: str, num_images: int | None = None, root: str, crop_size: int = 512, seed: int = 0,
+            label_dir: str = "SegmentationClass") -> VOCSegmentation:
     """VOC 2012 (``split`` = a list in ImageSets/Segmentation, e.g. ``train_aug`` or ``val``).
 
     ``num_images`` is accepted for interface parity with the synthetic set and ignored unless
     smaller than the split, in which case the first ``num_images`` items are used.
     """
-    dataset = VOCSegmentation(root=root, split=split, crop_size=crop_size, seed=seed)
+    dataset = VOCSegmentation(root=root, split=split, crop_size=crop_size, seed=seed, label_dir=label_dir)
     if num_images is not None and num_images < len(dataset):
         dataset._pairs = dataset._pairs[:num_images]
     return dataset
