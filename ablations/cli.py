@@ -1,7 +1,8 @@
 """``python -m ablations list | show ID | run ID [--scale S] [--seeds ...] [--jobs N] [key=value ...]``.
 
-Exit status: 0 success, 1 a run failed, 2 bad input (spec, scale, seed, override) — in which
-case nothing has been written.
+Exit status: 0 success; 1 a run failed (diverged; recorded, the others ran); 2 bad input
+(spec, scale, seed, override, an unwritable results directory), in which case nothing has been
+written; 130 interrupted (Ctrl-C; run again to resume).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from ablations.runner import RunnerBusy, plan, run_sweep
-from ablations.spec import SpecError, find_spec, load_spec, spec_paths
-from ablations.sweep import expand
+from ablations.runner import NotWritable, RunnerBusy, plan, run_sweep, write_paper_models
+from ablations.schema import Spec, SpecError, find_spec, load_spec, load_specs
+from ablations.sweep import COMMAND_LINE, expand
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,15 +36,62 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the scale's seeds)")
     run.add_argument("--variant", action="append", help="only these variants (repeatable)")
     run.add_argument("--jobs", type=int, help="parallel runs (default: CPU cores)")
+    run.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
     run.add_argument("--dry-run", action="store_true", help="print the runs and exit")
     run.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. train.steps=500")
     return p
 
 
-def _status(spec, scale: str, results: Path) -> str:
-    runs = expand(spec, scale, results_dir=results)
+def _status(spec: Spec, scale: str, results: Path) -> str:
+    runs = expand(spec, scale, results_dir=results, validate=False)
     done, _ = plan(runs)
     return f"{len(done)}/{len(runs)}"
+
+
+def _list(args) -> int:
+    specs, errors = load_specs(args.specs)
+    if not specs and not errors:
+        print(f"no spec files in {args.specs}", file=sys.stderr)
+        return 2
+    print(f"{'id':<20} {'kind':<8} {'paper table':<34} {'variants':>8}  {'mini runs':>9}  title")
+    for spec in specs:
+        if spec.kind == "timing":
+            print(f"{spec.id:<20} {'timing':<8} {spec.paper_table:<34} {len(spec.items):>8}  {'-':>9}  {spec.title}")
+            continue
+        print(f"{spec.id:<20} {'ablation':<8} {spec.paper_table:<34} {len(spec.variants):>8}  "
+              f"{_status(spec, 'mini', args.results):>9}  {spec.title}")
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 2 if errors else 0
+
+
+def _show(args, spec) -> int:
+    if spec.kind == "timing":
+        print(f"{spec.id}: {spec.title} (timing)\n  source: {spec.source}\n  claim:  {spec.claim}")
+        for item in spec.items:
+            print(f"  - {item.name:<22} paper: {item.paper}  model: {json.dumps(item.model, sort_keys=True)}")
+        return 0
+    if args.scale not in spec.scales:
+        raise SpecError(COMMAND_LINE, "--scale", f"no scale {args.scale!r} in {spec.file.name}; expected one of {sorted(spec.scales)}")
+    runs = expand(spec, args.scale, results_dir=args.results)  # validates before printing anything
+    done, _ = plan(runs)
+    lines = [f"{spec.id}: {spec.title}", f"  file:   {spec.file}", f"  source: {spec.source}",
+             f"  paper:  {spec.paper_table}, {spec.paper_dataset}", f"  claim:  {spec.claim}", f"  metric: {spec.metric}",
+             f"  scales: {', '.join(f'{s} (seeds {spec.seeds(s)})' for s in spec.scales)}",
+             f"  results at {args.scale}: {len(done)}/{len(runs)} runs done"]
+    bases = sorted({str(p) for p in spec.document.origins.values()} - {str(spec.file)})
+    if bases:
+        lines.append(f"  extends: {', '.join(bases)}")
+    for v in spec.variants:
+        merged, origin = spec.resolve(args.scale, v)
+        paper = ", ".join(f"{k} {val}" for k, val in v.paper.items()) or "-"
+        lines.append(f"  - {v.name:<14} paper: {paper}")
+        for section in ("model", "data", "train"):
+            for key, value in merged[section].items():
+                source = Path(spec.where(origin[f"{section}.{key}"])).name
+                lines.append(f"      {section}.{key} = {json.dumps(value, sort_keys=True)}   ({source}: {origin[f'{section}.{key}']})")
+    print("\n".join(lines))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,42 +104,37 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     try:
         if args.command == "list":
-            paths = spec_paths(args.specs)
-            if not paths:
-                print(f"no spec files in {args.specs}", file=sys.stderr)
-                return 2
-            print(f"{'id':<16} {'paper table':<34} {'variants':>8}  {'mini runs':>9}  title")
-            for path in paths:
-                spec = load_spec(path)
-                print(f"{spec.id:<16} {spec.paper_table:<34} {len(spec.variants):>8}  "
-                      f"{_status(spec, 'mini', args.results):>9}  {spec.title}")
-            return 0
+            return _list(args)
         spec = load_spec(find_spec(args.id, args.specs))
         if args.command == "show":
-            print(f"{spec.id}: {spec.title}\n  source: {spec.source}\n  claim:  {spec.claim}\n  metric: {spec.metric}")
-            print(f"  scales: {', '.join(f'{s} (seeds {spec.seeds(s)})' for s in spec.scales)}")
-            print(f"  results at {args.scale}: {_status(spec, args.scale, args.results)} runs done")
-            for v in spec.variants:
-                merged, _ = spec.resolve(args.scale, v)
-                paper = ", ".join(f"{k} {val}" for k, val in v.paper.items()) or "-"
-                print(f"  - {v.name:<12} paper: {paper:<14} model: {json.dumps(merged['model'], sort_keys=True)}")
-            return 0
+            return _show(args, spec)
+        if spec.kind == "timing":
+            raise SpecError(spec.file, "kind", "a timing spec is measured by its benchmarks: nox -s benchmarks")
+        if args.jobs is not None and args.jobs < 1:
+            raise SpecError(COMMAND_LINE, "--jobs", f"expected an integer >= 1, got {args.jobs}")
         runs = expand(spec, args.scale, results_dir=args.results, seeds=args.seeds,
                       overrides=args.overrides, variants=args.variant)
-        if args.jobs is not None and args.jobs < 1:
-            raise SpecError("<command line>", "--jobs", f"expected an integer >= 1, got {args.jobs}")
         if args.dry_run:
             for run in runs:
                 print(run["path"])
             return 0
         t0 = time.perf_counter()
-        counts = run_sweep(runs, cache_dir=args.cache, jobs=args.jobs)
-        print(f"{spec.id}: {counts['ran']} ran, {counts['skipped']} already done, "
-              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        write_paper_models(spec, args.results)
+        result = run_sweep(runs, cache_dir=args.cache, jobs=args.jobs, retry_failed=args.retry_failed)
+        print(f"{spec.id}: {result.ran} ran, {result.reused} reused, {result.skipped} already done, "
+              f"{len(result.failed)} failed, {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        if result.failed:
+            print("failed runs (recorded; run again with --retry-failed):\n  " + "\n  ".join(result.failed), file=sys.stderr)
+            return 1
         return 0
-    except SpecError as e:
+    except (SpecError, RunnerBusy, NotWritable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except RunnerBusy as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        done = 0
+        if args.command == "run" and "runs" in locals():
+            done, _ = plan(runs)
+            print(f"interrupted: {len(done)} of {len(runs)} runs done; run again to resume", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
+        return 130

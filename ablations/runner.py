@@ -1,10 +1,16 @@
-"""The runner: resume, stale-result pruning, one lock per results directory, executors.
+"""The runner: resume, stale-result pruning, reuse across specs, failures, one lock per results
+directory, executors.
 
-* A run whose result file exists and is valid for its config hash is never re-run.
+* A run whose result file exists and is complete for its config hash is never re-run. A
+  *failed* run (diverged) is recorded as such and re-run only with ``retry_failed``.
 * A result of the same variant and seed under another hash is stale: removed once the new
   result is written (and at start for runs that are already done).
+* A run config that another spec (or variant) has already computed, with the same code, is
+  copied rather than computed again (``reused_from`` in the record).
 * Interrupted runs leave at most a hidden temp file, removed at the next start; a result file
   is either complete or absent (see :func:`ablations.store.write_atomic`).
+* Before any training the results directories must be writable; nothing is locked or created
+  when nothing is left to run.
 * ``jobs == 1`` runs in-process; ``jobs > 1`` uses a spawn-based process pool, one intra-op
   thread per run (see :data:`ablations.execute.RUN_THREADS`).
 """
@@ -12,21 +18,39 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from ablations.execute import ensure_pretrained, execute_run, pretrain_config
-from ablations.store import leftover_temp_files, read_result, stale_siblings
+from ablations.execute import ROOT, ensure_pretrained, execute_run, paper_model_complexity, pretrain_config, provenance
+from ablations.schema import RECORD_VERSION, Spec, stale_sources
+from ablations.store import dumps, find_computed, leftover_temp_files, read_result, stale_siblings, write_atomic
+from ablations.validate import dataset_facts
+from seg_core.engine import TrainingDiverged
 from seg_core.progress import progress
 
 
 class RunnerBusy(RuntimeError):
     pass
+
+
+class NotWritable(RuntimeError):
+    pass
+
+
+@dataclass
+class SweepResult:
+    total: int
+    skipped: int
+    ran: int = 0
+    reused: int = 0
+    failed: list[str] = field(default_factory=list)  # "variant seed k: reason"
 
 
 @contextmanager
@@ -45,11 +69,13 @@ def default_jobs(pending: int) -> int:
     return max(1, min(os.cpu_count() or 1, pending))
 
 
-def plan(runs: list[dict]) -> tuple[list[dict], list[dict]]:
+def plan(runs: list[dict], retry_failed: bool = False) -> tuple[list[dict], list[dict]]:
     """Split runs into (done, pending) by looking at the results on disk."""
     done, pending = [], []
     for run in runs:
-        (done if read_result(Path(run["path"]), run["config_hash"]) else pending).append(run)
+        record = read_result(Path(run["path"]), run["config_hash"])
+        finished = record is not None and (record["status"] == "ok" or not retry_failed)
+        (done if finished else pending).append(run)
     return done, pending
 
 
@@ -58,59 +84,130 @@ def _prune(run: dict) -> None:
         stale.unlink(missing_ok=True)
 
 
+def check_writable(directories: list[Path]) -> None:
+    """Every results directory (or its nearest existing parent) must be writable, before training."""
+    for d in directories:
+        probe = d
+        while not probe.exists():
+            probe = probe.parent
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise NotWritable(f"{probe} is not writable: results could not be saved; fix its permissions or pass --results")
+
+
 def run_sweep(
     runs: list[dict],
     *,
     cache_dir: Path,
     jobs: int | None = None,
+    retry_failed: bool = False,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-) -> dict:
-    """Execute the pending runs of ``runs``; returns counts."""
+) -> SweepResult:
+    """Execute the pending runs of ``runs``; a diverged run is recorded as failed and the rest go on."""
     directories = sorted({Path(r["path"]).parent for r in runs})
-    with _locks(directories):
+    done, pending = plan(runs, retry_failed)
+    failed_done = [r for r in done if read_result(Path(r["path"]), r["config_hash"])["status"] == "failed"]
+    result = SweepResult(len(runs), len(done), failed=[_failure_line(r) for r in failed_done])
+    if not pending:
+        log(f"{len(runs)} runs: all done" + (f" ({len(failed_done)} failed; --retry-failed runs them again)" if failed_done else ""))
+        return result
+    check_writable(directories)
+    with ExitStack() as stack:
+        for d in directories:
+            stack.enter_context(directory_lock(d))
         for d in directories:
             for tmp in leftover_temp_files(d):
                 tmp.unlink(missing_ok=True)
-        done, pending = plan(runs)
+        done, pending = plan(runs, retry_failed)  # again, under the lock
         for run in done:
             _prune(run)
-        log(f"{len(runs)} runs: {len(done)} done, {len(pending)} to run")
+        for run in pending:
+            path = Path(run["path"])
+            if path.exists() and read_result(path) is None:
+                log(f"warning: {path} is not a complete result (corrupt or truncated); it will be replaced")
+        pending = _reuse(pending, result, log)
+        log(f"{len(runs)} runs: {len(done)} done, {result.reused} reused from other specs, {len(pending)} to run")
         if not pending:
-            return {"total": len(runs), "skipped": len(done), "ran": 0}
+            return result
 
         for pre_cfg in _unique(pretrain_config(r["config"]) for r in pending):
-            meta = ensure_pretrained(cache_dir, pre_cfg)
+            meta = ensure_pretrained(cache_dir, pre_cfg, log)
             log(f"pretrained backbone {meta['hash'][:12]} ready ({meta['steps']} steps)")
 
         jobs = jobs or default_jobs(len(pending))
         bar = progress(len(pending), "runs", unit="run", leave=True)
-        ran = 0
         try:
             if jobs == 1:
                 for run in pending:
-                    _report(execute_run(run, cache_dir=str(cache_dir)), run, bar, log)
-                    ran += 1
+                    _finish(run, _attempt(run, str(cache_dir)), bar, log, result)
             else:
                 ctx = get_context("spawn")
                 with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-                    futures = {pool.submit(execute_run, run, cache_dir=str(cache_dir), quiet=True): run for run in pending}
+                    futures = {pool.submit(_attempt, run, str(cache_dir), True): run for run in pending}
                     remaining = set(futures)
                     while remaining:
                         finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
                         for future in finished:
-                            _report(future.result(), futures[future], bar, log)
-                            ran += 1
+                            _finish(futures[future], future.result(), bar, log, result)
         finally:
             bar.close()
-        return {"total": len(runs), "skipped": len(done), "ran": ran}
+    return result
 
 
-def _report(record: dict, run: dict, bar, log) -> None:
+def _attempt(run: dict, cache_dir: str, quiet: bool = False) -> dict:
+    """Run once; a diverged run becomes a failed record (written, so it is not silently retried)."""
+    import faulthandler
+
+    faulthandler.enable()  # a native crash still says where
+    try:
+        return execute_run(run, cache_dir=cache_dir, quiet=quiet)
+    except TrainingDiverged as e:
+        record = {
+            "schema": RECORD_VERSION, "status": "failed", "ablation": run["ablation"], "scale": run["scale"],
+            "scale_tag": run["scale_tag"], "variant": run["variant"], "seed": run["config"]["seed"],
+            "config_hash": run["config_hash"], "config": run["config"], "overrides": run.get("overrides", {}),
+            "failure": {"reason": "diverged", "step": e.step, "loss": e.loss if e.loss == e.loss else "nan", "lr": e.lr},
+            "provenance": provenance({}),
+        }
+        write_atomic(Path(run["path"]), dumps(record))
+        return record
+
+
+def _failure_line(run: dict) -> str:
+    record = read_result(Path(run["path"]), run["config_hash"])
+    f = record["failure"]
+    return f"{run['variant']} seed {run['config']['seed']}: {f['reason']} at step {f.get('step')} (lr {f.get('lr', float('nan')):.3g})"
+
+
+def _finish(run: dict, record: dict, bar, log, result: SweepResult) -> None:
     _prune(run)
     bar.update()
-    metrics = record["metrics"]
-    log(f"  {run['variant']:<14} seed {run['config']['seed']}: mIoU {100 * metrics['miou']:.2f}  "
+    if record["status"] == "failed":
+        result.failed.append(_failure_line(run))
+        log(f"  {run['variant']:<14} seed {run['config']['seed']}: FAILED, {result.failed[-1].split(': ', 1)[1]}")
+        return
+    result.ran += 1
+    log(f"  {run['variant']:<14} seed {run['config']['seed']}: mIoU {100 * record['metrics']['miou']:.2f}  "
         f"({record['timing']['wall_s']:.1f} s)")
+
+
+def _reuse(pending: list[dict], result: SweepResult, log) -> list[dict]:
+    """Copy results of identical run configs computed elsewhere (same code); return what is left."""
+    left = []
+    results_dir = Path(pending[0]["path"]).parents[2]
+    for run in pending:
+        found = find_computed(results_dir, run["config_hash"], Path(run["path"]))
+        if found is None or stale_sources(found[1]["provenance"].get("code", {}), ROOT):
+            left.append(run)
+            continue
+        source, record = found
+        copy = dict(record, ablation=run["ablation"], scale=run["scale"], scale_tag=run["scale_tag"],
+                    variant=run["variant"], overrides=run.get("overrides", {}),
+                    reused_from=source.relative_to(results_dir.parent).as_posix()
+                    if source.is_relative_to(results_dir.parent) else str(source))
+        write_atomic(Path(run["path"]), dumps(copy))
+        _prune(run)
+        result.reused += 1
+    return left
 
 
 def _unique(items) -> list:
@@ -121,10 +218,37 @@ def _unique(items) -> list:
     return out
 
 
-@contextmanager
-def _locks(directories: list[Path]):
-    if not directories:
-        yield
-        return
-    with directory_lock(directories[0]), _locks(directories[1:]):
-        yield
+# ----------------------------------------------------------------- the paper configuration
+def paper_models(spec: Spec) -> dict[str, dict] | None:
+    """Per variant, the complexity of its model at the paper's configuration ([paper_model]):
+    the variant's model at the ``paper`` scale (else ``mini``), with the block's model
+    overrides, ``num_classes`` and ``input_size``; counted on the meta device."""
+    if not spec.paper_model:
+        return None
+    base_scale = "paper" if "paper" in spec.scales else "mini"
+    block = spec.paper_model
+    out = {}
+    for variant in spec.variants:
+        merged, _ = spec.resolve(base_scale, variant)
+        model = {**merged["model"], **block.get("model", {}), **variant.paper_model.get("model", {})}
+        out[variant.name] = paper_model_complexity(model, block["num_classes"], tuple(block["input_size"]))
+    return out
+
+
+def write_paper_models(spec: Spec, results_dir: Path) -> Path | None:
+    """``results/<id>/paper_model.json`` (rewritten only when it changes)."""
+    counts = paper_models(spec)
+    if counts is None:
+        return None
+    path = results_dir / spec.id / "paper_model.json"
+    text = json.dumps({"schema": RECORD_VERSION, "paper_model": spec.paper_model, "variants": counts},
+                      indent=2, sort_keys=True) + "\n"
+    if not path.exists() or path.read_text() != text:
+        check_writable([path.parent])
+        write_atomic(path, text)
+    return path
+
+
+def class_names(spec: Spec, scale: str) -> list[str]:
+    merged, _ = spec.resolve(scale, spec.variants[0])
+    return dataset_facts(merged["data"])[0]

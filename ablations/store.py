@@ -7,20 +7,21 @@ config (so an override never mixes with, or replaces, the canonical results).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from ablations.schema import check_record, config_hash, run_filename  # noqa: F401  (re-exported)
+
 TMP_SUFFIX = ".tmp"
 
 
-def config_hash(config: dict) -> str:
-    """sha256 of the canonical JSON of a resolved config."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def dumps(record: dict[str, Any]) -> str:
@@ -32,6 +33,7 @@ def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file in the same directory, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -43,21 +45,27 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def run_filename(variant_slug: str, seed: int, config_hash: str) -> str:
-    return f"{variant_slug}--seed{seed}--{config_hash[:8]}.json"
-
-
-def read_result(path: Path, config_hash: str | None = None) -> dict | None:
-    """The record at ``path`` if it is complete, valid JSON (and of ``config_hash``); else None."""
+def read_result(path: Path, expected_hash: str | None = None) -> dict | None:
+    """The record at ``path`` if it is a complete result (and of ``expected_hash``); else None."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = check_record(json.loads(path.read_text(encoding="utf-8")), path)
+    except (OSError, ValueError):  # unreadable, not JSON, or not a result (RecordError is a ValueError)
         return None
-    if not isinstance(record, dict) or "metrics" not in record:
-        return None
-    if config_hash is not None and record.get("config_hash") != config_hash:
+    if expected_hash is not None and record.get("config_hash") != expected_hash:
         return None
     return record
+
+
+def find_computed(results_dir: Path, expected_hash: str, exclude: Path) -> tuple[Path, dict] | None:
+    """A successful result of exactly this run config written for another spec or variant
+    (identical configs in two specs are computed once)."""
+    for path in sorted(results_dir.glob(f"*/*/*--{expected_hash[:8]}.json")):
+        if path == exclude:
+            continue
+        record = read_result(path, expected_hash)
+        if record is not None and record["status"] == "ok":
+            return path, record
+    return None
 
 
 def stale_siblings(path: Path) -> list[Path]:

@@ -1,4 +1,4 @@
-"""Sweep expansion: a spec x scale x seeds (+ command-line overrides) -> resolved runs.
+"""Sweep expansion: a spec x scale x seeds (+ command-line overrides) -> resolved, validated runs.
 
 A run is a plain dict: ``ablation``, ``scale``, ``scale_tag``, ``variant``, ``slug``,
 ``config`` (model/data/pretrain/train/eval/seed, fully resolved), ``config_hash``,
@@ -8,23 +8,25 @@ paper numbers re-uses results while any change to what is computed does not.
 
 from __future__ import annotations
 
-import copy
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from ablations.spec import SECTIONS, Spec, SpecError, validate_run_sections
+from ablations.schema import SECTIONS, Spec, SpecError, apply_override, normalise_name
 from ablations.store import config_hash, run_filename
+from ablations.validate import MAX_SEED, locator, validate_metrics, validate_run
+
+COMMAND_LINE = "<command line>"
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``"train.steps=500"`` -> ``("train.steps", 500)``; values are TOML (bare words are strings)."""
     if "=" not in text:
-        raise SpecError("<command line>", text, "expected an override of the form section.key=value")
+        raise SpecError(COMMAND_LINE, text, "expected an override of the form section.key=value")
     key, raw = (part.strip() for part in text.split("=", 1))
     parts = key.split(".")
     if len(parts) < 2 or parts[0] not in SECTIONS or not all(parts):
-        raise SpecError("<command line>", key, f"expected section.key with section one of {list(SECTIONS)}")
+        raise SpecError(COMMAND_LINE, key, f"expected section.key with section one of {list(SECTIONS)}")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -32,12 +34,23 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _apply(merged: dict, key: str, value: Any) -> None:
-    section, *path = key.split(".")
-    target = merged[section]
-    for part in path[:-1]:
-        target = target.setdefault(part, {})
-    target[path[-1]] = copy.deepcopy(value)
+def parse_overrides(texts: list[str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for text in texts:
+        key, value = parse_override(text)
+        if key in parsed:
+            raise SpecError(COMMAND_LINE, key, f"given twice ({parsed[key]!r}, then {value!r}); give it once")
+        for other in parsed:
+            if other.startswith(f"{key}.") or key.startswith(f"{other}."):
+                raise SpecError(COMMAND_LINE, key, f"overlaps the override {other}; give one of them")
+        parsed[key] = value
+    return parsed
+
+
+def check_seeds(seeds: list[int], where: str = "--seeds") -> list[int]:
+    if not seeds or any(not 0 <= s <= MAX_SEED for s in seeds) or len(set(seeds)) != len(seeds):
+        raise SpecError(COMMAND_LINE, where, f"expected distinct integers in [0, {MAX_SEED}], got {seeds}")
+    return seeds
 
 
 def expand(
@@ -48,37 +61,39 @@ def expand(
     seeds: list[int] | None = None,
     overrides: list[str] | None = None,
     variants: list[str] | None = None,
+    validate: bool = True,
 ) -> list[dict]:
-    """All runs of ``spec`` at ``scale``; raises :class:`SpecError` on a bad scale/seed/override."""
+    """All runs of ``spec`` at ``scale``, validated; raises :class:`SpecError` on a bad
+    scale, seed, variant or override (before anything runs). ``validate=False`` skips the
+    model checks (for listing what is done, which must stay quick)."""
     if scale not in spec.scales:
-        raise SpecError(spec.file, f"scales.{scale}", f"no such scale; expected one of {sorted(spec.scales)}")
-    seed_list = spec.seeds(scale) if seeds is None else list(seeds)
-    if not seed_list or any(s < 0 for s in seed_list) or len(set(seed_list)) != len(seed_list):
-        raise SpecError("<command line>", "--seeds", f"expected distinct integers >= 0, got {seed_list}")
-    parsed = dict(parse_override(o) for o in overrides or [])
+        raise SpecError(COMMAND_LINE, "--scale", f"no scale {scale!r} in {spec.file.name}; expected one of {sorted(spec.scales)}")
+    seed_list = spec.seeds(scale) if seeds is None else check_seeds(list(seeds))
+    parsed = parse_overrides(overrides or [])
     chosen = spec.variants
     if variants:
-        unknown = sorted(set(variants) - {v.name for v in spec.variants})
+        wanted = [normalise_name(v) for v in variants]
+        unknown = sorted(set(wanted) - {v.name for v in spec.variants})
         if unknown:
-            raise SpecError("<command line>", "--variant", f"unknown variant(s) {unknown}; expected from {[v.name for v in spec.variants]}")
-        chosen = tuple(v for v in spec.variants if v.name in variants)
+            raise SpecError(COMMAND_LINE, "--variant", f"unknown variant(s) {unknown}; expected from {[v.name for v in spec.variants]}")
+        chosen = tuple(v for v in spec.variants if v.name in wanted)
     tag = scale if not parsed else f"{scale}+{config_hash(parsed)[:6]}"
-    runs = []
+    runs: list[dict] = []
     for variant in chosen:
         merged, origin = spec.resolve(scale, variant)
         for key, value in parsed.items():
-            _apply(merged, key, value)
+            apply_override(merged, key, value)
             origin[key] = f"override {key}"
-        validate_run_sections("<command line>" if parsed else spec.file, merged, origin)
+        if validate:
+            validate_run(merged, locator(spec.file, origin, spec.where))
         for seed in seed_list:
             config = {**{s: merged[s] for s in SECTIONS}, "seed": seed}
-            paper_config = spec.paper_config_for(variant)
-            if paper_config is not None:  # only present when asked for, so other hashes are unchanged
-                config["paper_config"] = paper_config
             h = config_hash(config)
             runs.append({
                 "ablation": spec.id, "scale": scale, "scale_tag": tag, "variant": variant.name,
                 "slug": variant.slug, "config": config, "config_hash": h, "overrides": parsed,
                 "path": str(results_dir / spec.id / tag / run_filename(variant.slug, seed, h)),
             })
+    if validate:
+        validate_metrics(spec, [r["config"] for r in runs])
     return runs

@@ -46,3 +46,14 @@ def bench_forward(benchmark, module: torch.nn.Module, x: torch.Tensor, device: s
         **info,
     })
     benchmark.pedantic(timed_forward(module, x, device), rounds=10, iterations=1, warmup_rounds=2)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Benchmarks at the papers' resolutions run only with ``--benchmark-only`` (bare ``pytest``
+    stays quick); the quick head benchmarks run either way."""
+    if config.getoption("benchmark_only", default=False):
+        return
+    skip = pytest.mark.skip(reason="timing at the paper's resolution: run with --benchmark-only (nox -s benchmarks)")
+    for item in items:
+        if item.get_closest_marker("paper_resolution"):
+            item.add_marker(skip)

@@ -4,7 +4,7 @@ In a long-lived process the allocator keeps freed pages, so a later forward can 
 raising the peak resident set at all; a fresh process per model measures what that forward
 needs: ``VmHWM`` after the forward minus ``VmRSS`` before it (model weights excluded).
 
-    python -m benchmarks.memory_probe pspnet50 1024x2048 '{"width": 0.5}'
+    python -m benchmarks.memory_probe '{"name": "icnet", "branches": "sub124"}' 19 1024x2048
 prints the peak in MiB.
 """
 
@@ -23,10 +23,10 @@ def _status_kb(field: str) -> int:
         return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
 
 
-def probe(kind: str, size: tuple[int, int], options: dict) -> float:
-    from seg_core.icnet import ICNet, PSPNet
+def probe(model_cfg: dict, num_classes: int, size: tuple[int, int]) -> float:
+    from seg_core.registry import MODELS
 
-    model = (PSPNet(19, **options) if kind == "pspnet50" else ICNet(19, **options)).eval()
+    model = MODELS.build(model_cfg["name"], num_classes=num_classes, **{k: v for k, v in model_cfg.items() if k != "name"}).eval()
     x = torch.randn(1, 3, *size)
     before = _status_kb("VmRSS")
     with torch.inference_mode():
@@ -34,11 +34,11 @@ def probe(kind: str, size: tuple[int, int], options: dict) -> float:
     return (_status_kb("VmHWM") - before) / 1024
 
 
-def peak_forward_memory_mb(kind: str, size: tuple[int, int], options: dict, timeout: float = 600) -> float | None:
+def peak_forward_memory_mb(model_cfg: dict, num_classes: int, size: tuple[int, int], timeout: float = 600) -> float | None:
     """Run :func:`probe` in a fresh interpreter; None where /proc is unavailable or the probe fails."""
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.memory_probe", kind, f"{size[0]}x{size[1]}", json.dumps(options)],
+            [sys.executable, "-m", "benchmarks.memory_probe", json.dumps(model_cfg), str(num_classes), f"{size[0]}x{size[1]}"],
             capture_output=True, text=True, timeout=timeout, check=True,
         )
         return float(out.stdout.strip().splitlines()[-1])
@@ -47,7 +47,6 @@ def peak_forward_memory_mb(kind: str, size: tuple[int, int], options: dict, time
 
 
 if __name__ == "__main__":
-    kind, size, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    cfg, classes, size = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     h, w = (int(v) for v in size.split("x"))
-    torch.set_num_threads(torch.get_num_threads())
-    print(f"{probe(kind, (h, w), options):.1f}")
+    print(f"{probe(cfg, classes, (h, w)):.1f}")

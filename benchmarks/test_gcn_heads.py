@@ -9,7 +9,8 @@ import torch
 
 from benchmarks.conftest import DEVICES, bench_forward
 from seg_core.complexity import count_macs
-from seg_core.heads import GlobalConvolution, LargeKernelConv, PointwiseClassifier, weight_count
+from seg_core.layers import weight_count
+from seg_core.models.gcn import GlobalConvolution, LargeKernelConv, PointwiseClassifier
 
 SHAPE = (1, 2048, 16, 16)
 

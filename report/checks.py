@@ -22,6 +22,7 @@ observed mean and standard deviation of the differences stay as they are.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -77,29 +78,27 @@ def _seeds_to_decide(mean: float, sd: float, n: int, gap: float) -> int | None:
     return None
 
 
-def metric_values(df: pd.DataFrame, variant: str, metric: str) -> pd.Series:
-    """Per-seed values (percent) of ``metric`` for ``variant``, indexed by seed."""
-    if df.empty:
+def metric_values(runs: pd.DataFrame, variant: str, metric: str) -> pd.Series:
+    """Per-seed values (percent) of ``metric`` for ``variant``, indexed by seed (``runs`` has
+    one row per run with ``variant``, ``seed`` and the ``metrics`` dict)."""
+    if runs.empty:
         return pd.Series(dtype=float)
-    runs = df[df.variant == variant]
-    return pd.Series([100 * m.get(metric, math.nan) for m in runs["metrics"]], index=list(runs["seed"]), dtype=float)
+    sub = runs[runs.variant == variant]
+    return pd.Series([100 * m.get(metric, math.nan) for m in sub["metrics"]], index=list(sub["seed"]), dtype=float)
 
 
-def paper_value(spec: dict, variant: str, metric: str) -> float:
-    for v in spec["variants"]:
-        if v["name"] == variant:
-            return float(v.get("paper", {}).get(metric, math.nan))
-    return math.nan
+def paper_value(paper: Mapping[str, Mapping[str, float]], variant: str, metric: str) -> float:
+    return float(paper.get(variant, {}).get(metric, math.nan))
 
 
-def judge_pairwise(check: dict, spec: dict, df: pd.DataFrame) -> CheckResult:
-    metric = check.get("metric", spec["metric"])
+def judge_pairwise(check: dict, metric: str, paper: Mapping[str, Mapping[str, float]], df: pd.DataFrame) -> CheckResult:
+    metric = check.get("metric", metric)
     expect = check.get("expect", "greater")
     margin = check.get("margin")
     a, b = metric_values(df, check["a"], metric), metric_values(df, check["b"], metric)
     paired = (a - b).dropna()
     n = len(paired)
-    paper_delta = paper_value(spec, check["a"], metric) - paper_value(spec, check["b"], metric)
+    paper_delta = paper_value(paper, check["a"], metric) - paper_value(paper, check["b"], metric)
     result = CheckResult(check["claim"], "pairwise", check["a"], check["b"], metric, expect, margin, paper_delta,
                          float(paired.mean()) if n else math.nan, math.nan, n, math.nan, math.nan, INCOMPLETE)
     if n < 2:
@@ -135,37 +134,38 @@ def judge_pairwise(check: dict, spec: dict, df: pd.DataFrame) -> CheckResult:
     return result
 
 
-def judge_ordering(check: dict, spec: dict, df: pd.DataFrame) -> CheckResult:
-    metric = check.get("metric", spec["metric"])
+def judge_ordering(check: dict, metric: str, paper: Mapping[str, Mapping[str, float]], df: pd.DataFrame) -> CheckResult:
+    metric = check.get("metric", metric)
     threshold = float(check["min_rho"])
-    paper, ours = [], []
-    for v in spec["variants"]:
-        p = v.get("paper", {}).get(metric)
-        values = metric_values(df, v["name"], metric).dropna()
-        if p is not None and len(values):
-            paper.append(float(p))
+    theirs, ours = [], []
+    for name, figures in paper.items():
+        values = metric_values(df, name, metric).dropna()
+        if metric in figures and len(values):
+            theirs.append(float(figures[metric]))
             ours.append(float(values.mean()))
-    n = len(paper)
+    n = len(theirs)
     result = CheckResult(check["claim"], "ordering", "", "", metric, "ordering", None, math.nan, math.nan,
                          math.nan, n, math.nan, math.nan, INCOMPLETE, min_rho=threshold)
-    with_paper = sum(1 for v in spec["variants"] if metric in v.get("paper", {}))
+    with_paper = sum(1 for figures in paper.values() if metric in figures)
     if n < with_paper or n < 3:
         result.missing = f"{with_paper - n} of {with_paper} variants not run"
         return result
-    rho = float(pd.Series(paper).corr(pd.Series(ours), method="spearman"))
+    rho = float(pd.Series(theirs).corr(pd.Series(ours), method="spearman"))
     result.delta = rho
     result.outcome = HOLDS if rho >= threshold else DIFFERS
     return result
 
 
-def judge(check: dict, spec: dict, df: pd.DataFrame) -> CheckResult:
+def judge(check: dict, metric: str, paper: Mapping[str, Mapping[str, float]], df: pd.DataFrame) -> CheckResult:
+    """One claim. ``metric`` is the table's (a check may name another); ``paper`` maps each
+    variant, in the table's order, to the paper's figures; ``df`` holds our runs."""
     if check.get("kind", "pairwise") == "ordering":
-        return judge_ordering(check, spec, df)
-    return judge_pairwise(check, spec, df)
+        return judge_ordering(check, metric, paper, df)
+    return judge_pairwise(check, metric, paper, df)
 
 
-def judge_all(spec: dict, df: pd.DataFrame) -> list[CheckResult]:
-    return [judge(c, spec, df) for c in spec.get("report", {}).get("checks", [])]
+def judge_all(checks: list[dict], metric: str, paper: Mapping[str, Mapping[str, float]], df: pd.DataFrame) -> list[CheckResult]:
+    return [judge(c, metric, paper, df) for c in checks]
 
 
 def describe(r: CheckResult) -> str:

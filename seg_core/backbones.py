@@ -1,16 +1,21 @@
-"""Backbones returning their stage features, named like torchvision's ResNet (``layer1``...).
+"""Every trunk, as a :class:`StagedBackbone` returning its stage features (``layer1``...).
 
-* ``resnet18/34/50/101/152``: torchvision ResNets. Output stride 8/16/32 is set with
-  ``replace_stride_with_dilation`` (DeepLab style: the last stages keep their resolution and
-  dilate instead). torchvision's ``BasicBlock`` cannot dilate, so ResNet-18/34 support only
-  output stride 32. ImageNet weights are named by their torchvision enum (``"IMAGENET1K_V2"``).
-* ``mini_resnet``: the CPU-sized ResNet of the mini scale, assembled from torchvision's own
-  ``BasicBlock`` with configurable stem width, stage widths, depths and strides.
-* ``resnet50_gcn`` / ``mini_resnet_gcn``: the ResNet-GCN backbones of Large Kernel Matters
-  (Table 6), whose res4/res5 blocks are :class:`GCNBottleneck` blocks.
+* ``resnet18/34/50/101/152``: torchvision ResNets. Output stride 8/16/32 through
+  ``replace_stride_with_dilation`` (DeepLab's convention: a dilated stage keeps its resolution;
+  its first block runs at the previous stage's rate). torchvision's ``BasicBlock`` cannot
+  dilate, so ResNet-18/34 support output stride 32 only. ImageNet weights are named by their
+  torchvision enum (``"IMAGENET1K_V2"``).
+* ``mini_resnet``: the CPU-sized ResNet of the mini scale: torchvision ``BasicBlock`` stages
+  (the GCN tables), or ``Bottleneck`` stages that can trade stride for dilation down to any
+  output stride, with multi-grid rates in the last stage (DeepLab).
+* ``dilated_resnet50``: PSPNet's ResNet-50 with the deep stem, dilated as the official
+  PSPNet/ICNet models are (every block of a dilated stage at the stage's full rate).
+* ``resnet50_gcn`` / ``mini_resnet_gcn``: the ResNet-GCN trunks of Large Kernel Matters
+  (Table 6), whose last stages are :class:`GCNBottleneck` blocks.
 
-Each backbone has ``stage_names`` (shallow to deep), ``out_channels`` and ``strides`` (per
-stage) and ``output_stride``; ``forward`` returns an ordered dict ``{stage name: feature map}``.
+A stage that dilates follows :func:`atrous_schedule`: once the cumulative stride reaches the
+output stride, later stages keep the resolution and multiply their dilation by the stride they
+skip (Chen et al., DeepLab v3, Sec. 3.1).
 """
 
 from __future__ import annotations
@@ -21,28 +26,18 @@ from collections.abc import Sequence
 import torch
 import torchvision
 from torch import nn
-from torchvision.models.resnet import BasicBlock
+from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.ops import Conv2dNormActivation
 
-from seg_core.registry import BACKBONES
-
-
-class ConvBNReLU(nn.Sequential):
-    """Convolution (no bias, "same" padding) -> BatchNorm -> ReLU; the kernel may be 1-D (k, 1)."""
-
-    def __init__(
-        self, in_channels: int, out_channels: int, stride: int = 1, kernel_size: int | tuple[int, int] = 3
-    ) -> None:
-        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, (kh, kw), stride=stride,
-                      padding=((kh - 1) // 2, (kw - 1) // 2), bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
+from seg_core.registry import BACKBONES, ConfigError
 
 
 class StagedBackbone(nn.Module):
-    """A stem followed by named stages; returns every stage's output."""
+    """A stem followed by named stages; ``forward`` returns every stage's output.
+
+    ``out_channels``, ``strides`` and ``dilations`` are per stage (cumulative stride w.r.t. the
+    input; the dilation of the stage's last block); ``output_stride`` is the deepest stride.
+    """
 
     def __init__(
         self,
@@ -50,6 +45,7 @@ class StagedBackbone(nn.Module):
         stages: OrderedDict[str, nn.Module],
         out_channels: Sequence[int],
         strides: Sequence[int],
+        dilations: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if not (len(stages) == len(out_channels) == len(strides)):
@@ -59,6 +55,7 @@ class StagedBackbone(nn.Module):
         self.stage_names = list(stages)
         self.out_channels = dict(zip(self.stage_names, out_channels))
         self.strides = dict(zip(self.stage_names, strides))
+        self.dilations = dict(zip(self.stage_names, dilations or [1] * len(strides)))
         self.output_stride = strides[-1]
 
     @property
@@ -74,44 +71,74 @@ class StagedBackbone(nn.Module):
         return features
 
 
+def atrous_schedule(strides: Sequence[int], output_stride: int | None, stem_stride: int = 1) -> tuple[list[int], list[int]]:
+    """Per-stage (stride, dilation) for a trunk whose stages nominally stride by ``strides``.
+
+    Stages stride as long as the cumulative stride (from ``stem_stride``) stays within
+    ``output_stride``; after that a stage keeps the resolution and its dilation grows by the
+    stride it skips. ``output_stride=None`` strides everywhere. Raises :class:`ConfigError`
+    (key ``output_stride``) when the strides cannot give that output stride.
+    """
+    total, dilation = stem_stride, 1
+    reachable = [stem_stride]
+    for s in strides:
+        reachable.append(reachable[-1] * s)
+    if output_stride is not None and output_stride not in reachable:
+        raise ConfigError("output_stride", f"expected one of {sorted(set(reachable))} (the strides {list(strides)} "
+                                           f"after a stem of stride {stem_stride}), got {output_stride}")
+    out_strides, dilations = [], []
+    for s in strides:
+        if output_stride is not None and total * s > output_stride:
+            dilation *= s
+            s = 1
+        total *= s
+        out_strides.append(s)
+        dilations.append(dilation)
+    return out_strides, dilations
+
+
+def _cumulative(strides: Sequence[int], start: int = 1) -> list[int]:
+    out, total = [], start
+    for s in strides:
+        total *= s
+        out.append(total)
+    return out
+
+
+# ------------------------------------------------------------------------ torchvision ResNets
 _DILATION_FOR_STRIDE = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}
 
 
-def _resnet_strides(output_stride: int) -> list[int]:
-    """Strides of layer1..layer4 of a ResNet whose last stages dilate beyond ``output_stride``."""
-    return [min(s, output_stride) for s in (4, 8, 16, 32)]
+def _torchvision_weights(arch: str, pretrained: str | None):
+    if pretrained is None:
+        return None
+    enum = torchvision.models.get_model_weights(arch)
+    try:
+        return enum[pretrained]
+    except KeyError:
+        known = ", ".join(w.name for w in enum)
+        raise ConfigError("pretrained", f"unknown weights {pretrained!r} for {arch}; known: {known}") from None
 
 
 def _torchvision_resnet(depth: int, output_stride: int, pretrained: str | None) -> StagedBackbone:
     if output_stride not in _DILATION_FOR_STRIDE:
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        raise ConfigError("output_stride", f"expected 8, 16 or 32, got {output_stride}")
     if depth in (18, 34) and output_stride != 32:
-        raise ValueError(
-            f"resnet{depth} uses BasicBlock, which torchvision cannot dilate: "
-            "only output_stride=32 is supported (use resnet50 or deeper)"
-        )
-    builder = getattr(torchvision.models, f"resnet{depth}")
-    weights = None
-    if pretrained is not None:
-        enum = torchvision.models.get_model_weights(f"resnet{depth}")
-        try:
-            weights = enum[pretrained]
-        except KeyError:
-            known = ", ".join(w.name for w in enum)
-            raise ValueError(f"unknown weights {pretrained!r} for resnet{depth}; known: {known}") from None
-    kwargs = {} if depth in (18, 34) else {
-        "replace_stride_with_dilation": _DILATION_FOR_STRIDE[output_stride]
-    }
-    net = builder(weights=weights, **kwargs)
+        raise ConfigError("output_stride", f"resnet{depth} uses BasicBlock, which torchvision cannot dilate: "
+                                           "only 32 is supported (use resnet50 or deeper)")
+    weights = _torchvision_weights(f"resnet{depth}", pretrained)
+    kwargs = {} if depth in (18, 34) else {"replace_stride_with_dilation": _DILATION_FOR_STRIDE[output_stride]}
+    net = getattr(torchvision.models, f"resnet{depth}")(weights=weights, **kwargs)
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     stages = OrderedDict((f"layer{i}", getattr(net, f"layer{i}")) for i in range(1, 5))
     expansion = 1 if depth in (18, 34) else 4
     widths = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
-    return StagedBackbone(stem, stages, widths, _resnet_strides(output_stride))
+    strides, dilations = atrous_schedule((1, 2, 2, 2), output_stride, stem_stride=4)
+    return StagedBackbone(stem, stages, widths, _cumulative(strides, 4), dilations)
 
 
 def _register_resnet(depth: int) -> None:
-    @BACKBONES.register(f"resnet{depth}")
+    @BACKBONES.register(f"resnet{depth}", check_weights=lambda name: _torchvision_weights(f"resnet{depth}", name))
     def build(*, output_stride: int = 32, pretrained: str | None = None) -> StagedBackbone:
         return _torchvision_resnet(depth, output_stride, pretrained)
 
@@ -123,14 +150,27 @@ for _depth in (18, 34, 50, 101, 152):
     _register_resnet(_depth)
 
 
+# ------------------------------------------------------------------------------ mini ResNet
 def _basic_stage(in_channels: int, width: int, blocks: int, stride: int) -> nn.Sequential:
     downsample = None
     if stride != 1 or in_channels != width:
-        downsample = nn.Sequential(
-            nn.Conv2d(in_channels, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width)
-        )
+        downsample = nn.Sequential(nn.Conv2d(in_channels, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width))
     layers = [BasicBlock(in_channels, width, stride, downsample)]
     layers += [BasicBlock(width, width) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+def bottleneck_stage(
+    inplanes: int, planes: int, blocks: int, stride: int, dilations: Sequence[int]
+) -> nn.Sequential:
+    """``blocks`` distinct torchvision Bottlenecks (output ``4 * planes`` channels); block ``i``
+    runs at ``dilations[i]`` (a fresh module each: ``[block] * n`` would share weights)."""
+    out = planes * Bottleneck.expansion
+    downsample = None
+    if stride != 1 or inplanes != out:
+        downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
+    layers = [Bottleneck(inplanes, planes, stride, downsample, dilation=dilations[0])]
+    layers += [Bottleneck(out, planes, dilation=d) for d in dilations[1:]]
     return nn.Sequential(*layers)
 
 
@@ -141,66 +181,128 @@ def mini_resnet(
     widths: Sequence[int] = (32, 64, 128),
     blocks: Sequence[int] = (1, 1, 1),
     strides: Sequence[int] = (1, 2, 2),
+    block: str = "basic",
     output_stride: int | None = None,
+    multi_grid: Sequence[int] | None = None,
     pretrained: str | None = None,
 ) -> StagedBackbone:
-    """CPU-sized ResNet from torchvision ``BasicBlock``s: a 3x3 stem (stride 1) and stages.
+    """CPU-sized ResNet: a 3x3 stem (stride 1) and stages of torchvision blocks.
 
-    The default (stem 32; stages 32/64/128, one block each, strides 1/2/2) has output
-    stride 4, so a 64 px image gives a 16x16 top map: the geometry of the paper's 512 px
-    input at stride 32. Its theoretical receptive field is 25 px (about 6 top-map cells;
-    see :func:`receptive_field`), well below the largest synthetic objects, which is the
-    regime the paper's valid-receptive-field argument is about. ``output_stride``, when
-    given, must equal the product of ``strides`` (it is a check, the strides decide).
-    ``pretrained`` is not supported here (the mini scale pretrains its own weights).
+    The default (stem 32; stages 32/64/128 of one ``BasicBlock``, strides 1/2/2) has output
+    stride 4, so a 64 px image gives a 16x16 top map: the geometry of the GCN paper's 512 px
+    input at stride 32. Its theoretical receptive field is 25 px (:func:`receptive_field`).
+
+    ``block = "bottleneck"`` builds ``Bottleneck`` stages (``widths`` are their output
+    channels, ``widths / 4`` inside), which can dilate: ``output_stride`` below the product of
+    ``strides`` turns the later strides into dilation (:func:`atrous_schedule`), and
+    ``multi_grid`` (DeepLab v3's (r1, r2, r3), one rate per block of the last stage) multiplies
+    the last stage's dilation block by block. With ``"basic"`` blocks ``output_stride`` must
+    equal the product of the strides. ``pretrained`` is not supported: the mini scale pretrains.
     """
     if not (len(widths) == len(blocks) == len(strides)) or not widths:
-        raise ValueError("widths, blocks and strides must be non-empty and of equal length")
-    if any(b < 1 for b in blocks) or any(s not in (1, 2) for s in strides):
-        raise ValueError(f"blocks must be >= 1 and strides 1 or 2; got {blocks}, {strides}")
-    stride = 1
-    for s in strides:
-        stride *= s
-    if output_stride is not None and output_stride != stride:
-        raise ValueError(f"output_stride {output_stride} != product of strides {stride}")
+        raise ConfigError("widths", "widths, blocks and strides must be non-empty and of equal length; "
+                                    f"got {list(widths)}, {list(blocks)}, {list(strides)}")
+    if any(b < 1 for b in blocks):
+        raise ConfigError("blocks", f"expected integers >= 1, got {list(blocks)}")
+    if any(s not in (1, 2) for s in strides):
+        raise ConfigError("strides", f"expected 1 or 2 per stage, got {list(strides)}")
+    if any(w < 1 for w in widths) or stem_width < 1:
+        raise ConfigError("widths", f"expected positive widths, got {list(widths)} (stem {stem_width})")
+    if block not in ("basic", "bottleneck"):
+        raise ConfigError("block", f"expected 'basic' or 'bottleneck', got {block!r}")
     if pretrained is not None:
-        raise ValueError("mini_resnet has no published weights; use the pretrain step")
+        raise ConfigError("pretrained", "mini_resnet has no published weights; the mini scale pretrains its own")
+    stage_strides, dilations = atrous_schedule(strides, output_stride)
+    if multi_grid is not None:
+        if block != "bottleneck":
+            raise ConfigError("multi_grid", "needs block = 'bottleneck' (BasicBlock cannot dilate)")
+        if len(multi_grid) != blocks[-1] or any(r < 1 for r in multi_grid):
+            raise ConfigError("multi_grid", f"expected one rate >= 1 per block of the last stage ({blocks[-1]}), "
+                                            f"got {list(multi_grid)}")
     stages: OrderedDict[str, nn.Module] = OrderedDict()
     c_in = stem_width
-    for i, (width, n, s) in enumerate(zip(widths, blocks, strides), start=1):
-        stages[f"layer{i}"] = _basic_stage(c_in, width, n, s)
+    for i, (width, n, s, d) in enumerate(zip(widths, blocks, stage_strides, dilations), start=1):
+        if block == "basic":
+            if d > 1:
+                raise ConfigError("output_stride", f"{output_stride} needs dilation, which BasicBlock cannot do; "
+                                                   "use block = 'bottleneck' or a larger output_stride")
+            stages[f"layer{i}"] = _basic_stage(c_in, width, n, s)
+        else:
+            if width % Bottleneck.expansion:
+                raise ConfigError("widths", f"bottleneck widths must be multiples of 4, got {width}")
+            rates = [d] * n
+            if multi_grid is not None and i == len(widths):
+                rates = [d * r for r in multi_grid]
+            stages[f"layer{i}"] = bottleneck_stage(c_in, width // Bottleneck.expansion, n, s, rates)
         c_in = width
-    return StagedBackbone(ConvBNReLU(3, stem_width), stages, list(widths), _cumulative(strides))
+    stem = Conv2dNormActivation(3, stem_width, 3)
+    return StagedBackbone(stem, stages, list(widths), _cumulative(stage_strides), dilations)
 
 
-def _cumulative(strides: Sequence[int]) -> list[int]:
-    out, total = [], 1
-    for s in strides:
-        total *= s
-        out.append(total)
-    return out
+# ----------------------------------------------------------------- PSPNet's dilated ResNet-50
+_PSP_DILATIONS = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}  # res2..res5
+
+
+def _width(channels: int, multiplier: float) -> int:
+    return max(1, int(round(channels * multiplier)))
+
+
+def dilated_resnet50(*, width: float = 1.0, output_stride: int = 8) -> StagedBackbone:
+    """PSPNet's ResNet-50 (Zhao et al. 2017): deep stem (3x3 s2 64, 3x3 64, 3x3 128, max pool),
+    stages of 3/4/6/3 bottlenecks; res4/res5 dilate instead of striding beyond
+    ``output_stride``. Every block of a dilated stage, the first included, uses the stage's
+    full dilation (res4: 2, res5: 4 at output stride 8), as the official PSPNet/ICNet models
+    do; torchvision halves the first block's rate instead. ``width`` scales every channel count
+    (0.5 = ICNet's half-channel PSPNet-50). Blocks stride on the 3x3 (ResNet v1.5; the official
+    Caffe models stride the first 1x1)."""
+    if output_stride not in _PSP_DILATIONS:
+        raise ConfigError("output_stride", f"expected 8, 16 or 32, got {output_stride}")
+    if not 0 < width <= 4:
+        raise ConfigError("width", f"expected a multiplier in (0, 4], got {width}")
+    c1, c2 = _width(64, width), _width(128, width)
+    stem = nn.Sequential(Conv2dNormActivation(3, c1, 3, stride=2), Conv2dNormActivation(c1, c1, 3),
+                         Conv2dNormActivation(c1, c2, 3), nn.MaxPool2d(3, 2, 1))
+    dilations = _PSP_DILATIONS[output_stride]
+    stages: OrderedDict[str, nn.Module] = OrderedDict()
+    inplanes, strides, total = c2, [], 4
+    for i, (blocks, base) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512))):
+        planes = _width(base, width)
+        stride = 1 if i == 0 or dilations[i] > 1 else 2
+        total *= stride
+        stages[f"layer{i + 1}"] = bottleneck_stage(inplanes, planes, blocks, stride, [dilations[i]] * blocks)
+        inplanes = planes * Bottleneck.expansion
+        strides.append(total)
+    return StagedBackbone(stem, stages, [_width(b, width) * 4 for b in (64, 128, 256, 512)], strides, list(dilations))
+
+
+@BACKBONES.register("dilated_resnet50")
+def dilated_resnet50_backbone(*, width: float = 1.0, output_stride: int = 8, pretrained: str | None = None) -> StagedBackbone:
+    """PSPNet's dilated ResNet-50 as a registered backbone (the trunk PSPNet and ICNet load)."""
+    if pretrained is not None:
+        raise ConfigError("pretrained", "dilated_resnet50 has no published weights here; the mini scale pretrains its own")
+    return dilated_resnet50(width=width, output_stride=output_stride)
 
 
 # ------------------------------------------------------------------ ResNet-GCN (Table 6)
 class FactorizedLargeKernel(nn.Module):
     """The GCN of the ResNet-GCN block (Large Kernel Matters, Sec. 4.2 and Fig. 5).
 
-    The two branches of :class:`~seg_core.heads.GlobalConvolution` ((k x 1, 1 x k) and
-    (1 x k, k x 1)), summed, but with BN + ReLU after *every* 1-D convolution, as inside a
-    backbone. A stride applies to the first convolution of each branch.
+    The two branches of the GCN head ((k x 1, 1 x k) and (1 x k, k x 1)), summed, but with
+    BN + ReLU after *every* 1-D convolution, as inside a backbone. A stride applies to the
+    first convolution of each branch.
     """
 
     def __init__(self, in_channels: int, mid_channels: int, k: int, stride: int = 1) -> None:
         super().__init__()
         if k < 1 or k % 2 == 0:
-            raise ValueError(f"GCN kernel size must be a positive odd integer, got {k}")
+            raise ConfigError("gcn_k", f"expected a positive odd kernel size, got {k}")
         self.left = nn.Sequential(
-            ConvBNReLU(in_channels, mid_channels, stride, (k, 1)),
-            ConvBNReLU(mid_channels, mid_channels, 1, (1, k)),
+            Conv2dNormActivation(in_channels, mid_channels, (k, 1), stride=stride),
+            Conv2dNormActivation(mid_channels, mid_channels, (1, k)),
         )
         self.right = nn.Sequential(
-            ConvBNReLU(in_channels, mid_channels, stride, (1, k)),
-            ConvBNReLU(mid_channels, mid_channels, 1, (k, 1)),
+            Conv2dNormActivation(in_channels, mid_channels, (1, k), stride=stride),
+            Conv2dNormActivation(mid_channels, mid_channels, (k, 1)),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -259,14 +361,12 @@ def matched_mid_width(in_channels: int, out_channels: int, k: int, replaced_weig
 def resnet50_gcn(*, output_stride: int = 32, pretrained: str | None = None) -> StagedBackbone:
     """ResNet-50-GCN (Table 6): torchvision ResNet-50 with res4 (``layer3``: 6 blocks, k=5,
     85 mid channels) and res5 (``layer4``: 3 blocks, k=7, 128 mid channels) made of
-    :class:`GCNBottleneck` blocks. Stride 2 on the first block of each of those stages (as
-    torchvision places it on the 3x3); output stride 32 only (the paper's setting). There are
-    no published ImageNet weights for it.
-    """
+    :class:`GCNBottleneck` blocks. Stride 2 on the first block of each of those stages;
+    output stride 32 only (the paper's setting). There are no published ImageNet weights."""
     if output_stride != 32:
-        raise ValueError(f"resnet50_gcn supports output_stride=32 only, got {output_stride}")
+        raise ConfigError("output_stride", f"resnet50_gcn supports 32 only, got {output_stride}")
     if pretrained is not None:
-        raise ValueError("resnet50_gcn has no published ImageNet weights")
+        raise ConfigError("pretrained", "resnet50_gcn has no published ImageNet weights")
     net = _torchvision_resnet(50, 32, None)
     net.stages["layer3"] = gcn_stage(512, 85, 1024, k=5, blocks=6, stride=2)
     net.stages["layer4"] = gcn_stage(1024, 128, 2048, k=7, blocks=3, stride=2)
@@ -296,9 +396,9 @@ def mini_resnet_gcn(
     plain = mini_resnet(stem_width=stem_width, widths=widths, blocks=blocks, strides=strides, pretrained=pretrained)
     n = len(gcn_k)
     if not 1 <= n <= len(widths):
-        raise ValueError(f"gcn_k needs 1..{len(widths)} kernel sizes (one per GCN stage), got {list(gcn_k)}")
+        raise ConfigError("gcn_k", f"expected 1..{len(widths)} kernel sizes (one per GCN stage), got {list(gcn_k)}")
     if gcn_mid is not None and len(gcn_mid) != n:
-        raise ValueError(f"gcn_mid needs one width per GCN stage ({n}), got {list(gcn_mid)}")
+        raise ConfigError("gcn_mid", f"expected one width per GCN stage ({n}), got {list(gcn_mid)}")
     first = len(widths) - n
     for j, name in enumerate(plain.stage_names[first:]):
         i = first + j

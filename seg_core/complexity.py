@@ -43,31 +43,49 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], **extra_inputs: t
         return counter.get_total_flops() // 2
 
 
-def model_complexity(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Parameters and MACs of a segmentation model, split into backbone and decoder.
+def model_complexity(model: nn.Module, input_shape: tuple[int, ...], **extra_inputs: torch.Tensor) -> dict:
+    """Parameters, weights and MACs of a segmentation model, in total and per named part.
 
-    The backbone part is what the model runs of its backbone: ``model.extract`` where the
-    model defines it (ICNet runs its trunk on the 1/2 and 1/4 images, not on the input),
-    else ``model.backbone`` on the input. The decoder is the rest (heads, fusion, refinement,
-    upsampling). MACs as in :func:`count_macs`.
+    Parts are the model's :meth:`~seg_core.contract.Segmenter.parts` (groups of top-level
+    children, e.g. ``backbone`` and ``head``; for ICNet the trunk is the backbone plus the
+    res3 blocks it shares). One forward pass in eval mode under ``FlopCounterMode``; each
+    part's MACs are those of the convolution/linear modules inside it (every multiply-add of
+    these models is in such a module: the sum over parts equals the total, checked).
+    ``weights`` counts convolution/linear weights only (the convention of Large Kernel
+    Matters' tables); ``params`` counts everything. Works on the ``meta`` device.
     """
-    total_p, total_m = count_parameters(model), count_macs(model, input_shape)
-    out = {"params_total": total_p, "macs_total": total_m}
-    backbone = getattr(model, "backbone", None)
-    if backbone is not None:
-        bb_p = count_parameters(backbone)
-        bb_m = count_macs(_Extract(model) if hasattr(model, "extract") else backbone, input_shape)
-        out.update({"params_backbone": bb_p, "macs_backbone": bb_m,
-                    "params_decoder": total_p - bb_p, "macs_decoder": total_m - bb_m})
+    from seg_core.layers import weight_count
+
+    counter = FlopCounterMode(display=False)
+    with eval_mode(model), torch.no_grad(), counter:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        model(torch.zeros(input_shape, device=device), **extra_inputs)
+    counts = counter.get_flop_counts()
+    root = type(model).__name__
+    total_macs = sum(counts.get("Global", {}).values()) // 2
+    parts_of = model.parts() if hasattr(model, "parts") else {"model": tuple(n for n, _ in model.named_children())}
+    owner = {child: part for part, children in parts_of.items() for child in children}
+    leaves = {name: m for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))}
+    macs = dict.fromkeys(parts_of, 0)
+    for key, ops in counts.items():
+        name = key.removeprefix(f"{root}.")
+        if name in leaves or (key != name and _leaf_alias(model, name)):
+            macs[owner[name.split(".")[0]]] += sum(ops.values()) // 2
+    out = {"total": {"params": count_parameters(model), "weights": weight_count(model), "macs": total_macs}, "parts": {}}
+    if sum(macs.values()) != total_macs:  # some multiply-add happened outside conv/linear modules
+        macs = dict.fromkeys(parts_of)
+    for part, children in parts_of.items():
+        modules = [getattr(model, c) for c in children if getattr(model, c, None) is not None]
+        params = {id(p): p.numel() for m in modules for p in m.parameters()}
+        weights = {id(m.weight): m.weight.numel() for mod in modules for m in mod.modules()
+                   if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))}
+        out["parts"][part] = {"params": sum(params.values()), "weights": sum(weights.values()), "macs": macs[part]}
     return out
 
 
-class _Extract(nn.Module):
-    """``model.extract`` as a module, so :func:`count_macs` runs it in eval mode (BN stats untouched)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor):
-        return self.model.extract(x)
+def _leaf_alias(model: nn.Module, name: str) -> bool:
+    """True when ``name`` (a path the flop counter saw) is a conv/linear module of ``model``."""
+    try:
+        return isinstance(model.get_submodule(name), (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+    except AttributeError:
+        return False

@@ -1,33 +1,55 @@
-"""A small, seeded, deterministic train/evaluate engine.
+"""A small, seeded, deterministic train/evaluate engine with named hooks.
 
-* :func:`train` runs SGD with momentum and the poly schedule ``lr * (1 - t/T)^power`` (the
-  schedule of DeepLab, PSPNet, ICNet and GCN). With ``freeze_backbone`` the backbone runs in
-  eval mode once over the training set, its features are cached in memory, and only the
-  decoder is trained: the same optimisation problem as training the head on a frozen network,
-  at a fraction of the cost.
-* :func:`evaluate` accumulates one confusion matrix over the whole set (and boundary-band /
-  interior ones when a band width is given).
+* :func:`train`: SGD with momentum and the poly schedule (``torch.optim.lr_scheduler.PolynomialLR``:
+  ``lr (1 - t/T)^power``, the schedule of DeepLab, PSPNet, ICNet and GCN). With
+  ``freeze_backbone`` the trunk (``model.extract``) runs in eval mode and only the decoder is
+  trained; for an in-memory dataset its features are extracted once and cached.
+* :func:`evaluate`: one confusion matrix over the whole set, plus boundary-band / interior
+  matrices and any registered metric families; optional post-processing of the class
+  probabilities (e.g. a dense CRF) before the argmax.
+
+**Data.** A dataset item is a dict with a uint8 ``image`` (3, H, W) and a ``label`` (H, W).
+In-memory datasets (``images`` / ``labels`` tensors, the synthetic set) are batched by indexing
+those tensors. Any other dataset goes through a :class:`~torch.utils.data.DataLoader`: each item
+(image and label together, from one ``__getitem__``) is loaded by the workers; a dataset with a
+``get(index, generator)`` method draws its augmentation from that generator, seeded per sample
+and step from the run's seed, so augmentation is redrawn every time a sample is used and does
+not depend on the number of workers.
+
+**Hooks** (registered by name in :mod:`seg_core.registry`, so a new paper plugs in without
+touching this module):
+
+* extra model inputs: ``model.extra_inputs`` names :data:`~seg_core.registry.INPUTS` makers,
+  each ``(batch) -> tensor``, passed to the model as keyword arguments;
+* extra targets: a loss term reading a target other than ``label`` gets it from the
+  :data:`~seg_core.registry.TARGETS` maker of that name, ``(batch) -> tensor``;
+* post-processing: ``postprocess = {"type": name, ...}`` builds a
+  :data:`~seg_core.registry.POSTPROCESSORS` entry, ``(probabilities, batch) -> probabilities``;
+* metric families: ``metrics = [name, ...]`` builds :data:`~seg_core.registry.METRIC_FAMILIES`
+  entries with ``update(prediction, batch)`` and ``summary() -> dict``.
 
 Determinism: :func:`seed_everything` seeds torch, fixes the intra-op thread count and turns
 on deterministic algorithms. The same config, seed and thread count give bit-identical
-results on the same machine and torch build; results at different thread counts may differ
-in the last bits, so callers fix the thread count per run.
+results on the same machine and torch build.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from seg_core.losses import CompositeLoss
 from seg_core.metrics import SegmentationEvaluator
 from seg_core.progress import progress
+from seg_core.registry import INPUTS, METRIC_FAMILIES, POSTPROCESSORS, TARGETS, ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,8 +67,8 @@ def seed_everything(seed: int, threads: int | None = None) -> torch.Generator:
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float, ImageNet mean/std (the convention of torchvision weights)."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
     return (images.float() / 255.0 - mean) / std
 
 
@@ -60,19 +82,35 @@ class TrainConfig:
     poly_power: float = 0.9
     freeze_backbone: bool = False
     loss: Mapping[str, Mapping] = field(default_factory=lambda: {"seg": {"type": "cross_entropy"}})
+    workers: int = 0  # DataLoader workers for file-backed datasets (the in-memory path uses none)
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for key in ("steps", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(key, f"expected an integer >= 1, got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise ConfigError("lr", f"expected a learning rate > 0, got {self.lr}")
+        if self.momentum < 0 or self.weight_decay < 0 or self.poly_power < 0:
+            bad = next(k for k in ("momentum", "weight_decay", "poly_power") if getattr(self, k) < 0)
+            raise ConfigError(bad, f"expected a number >= 0, got {getattr(self, bad)}")
+        if self.workers < 0:
+            raise ConfigError("workers", f"expected an integer >= 0, got {self.workers}")
 
 
-def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
-    return base_lr * (1 - step / total) ** power
+class TrainingDiverged(FloatingPointError):
+    """The loss became non-finite: where and at which learning rate."""
+
+    def __init__(self, step: int, loss: float, lr: float) -> None:
+        self.step, self.loss, self.lr = step, loss, lr
+        super().__init__(f"loss became {loss} at step {step} (lr {lr:.3g}); lower train.lr")
 
 
-def _batches(n: int, batch_size: int, steps: int, generator: torch.Generator):
+# ------------------------------------------------------------------------------ batches
+def in_memory(dataset: Dataset) -> bool:
+    return isinstance(getattr(dataset, "images", None), torch.Tensor) and isinstance(getattr(dataset, "labels", None), torch.Tensor)
+
+
+def _index_batches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Indices of ``steps`` mini-batches drawn epoch by epoch from seeded permutations."""
     order = torch.empty(0, dtype=torch.long)
     for _ in range(steps):
@@ -82,30 +120,83 @@ def _batches(n: int, batch_size: int, steps: int, generator: torch.Generator):
         order = order[batch_size:]
 
 
-def _stack(dataset: Dataset, key: str) -> torch.Tensor:
-    """All items' ``key`` as one tensor (fast path for in-memory datasets)."""
-    if isinstance(getattr(dataset, f"{key}s", None), torch.Tensor):
-        return getattr(dataset, f"{key}s")
-    return torch.stack([dataset[i][key] for i in range(len(dataset))])
+def sample_seed(seed: int, step: int, slot: int) -> int:
+    """The augmentation seed of one sample: a function of the run's seed, the step and the slot."""
+    digest = hashlib.sha256(f"augment/{seed}/{step}/{slot}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+class _Augmented(Dataset):
+    """``dataset`` indexed by ``(index, seed)``: ``dataset.get(index, generator)`` where it draws
+    augmentation, else plain ``dataset[index]``."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, seed = key
+        if hasattr(self.dataset, "get"):
+            return self.dataset.get(index, torch.Generator().manual_seed(seed))
+        return self.dataset[index]
+
+
+def collate(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack the items' tensors key by key (every item has the same keys and sizes)."""
+    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+
+
+def train_batches(dataset: Dataset, config: TrainConfig, seed: int) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """``config.steps`` training batches as ``(indices, batch)``, from seeded epoch permutations."""
+    generator = torch.Generator().manual_seed(seed)
+    indices = _index_batches(len(dataset), config.batch_size, config.steps, generator)
+    if in_memory(dataset):
+        for idx in indices:
+            yield idx, {"image": dataset.images[idx], "label": dataset.labels[idx]}
+        return
+    keys = [[(int(i), sample_seed(seed, step, slot)) for slot, i in enumerate(idx)] for step, idx in enumerate(indices)]
+    loader = DataLoader(_Augmented(dataset), batch_sampler=keys, num_workers=config.workers, collate_fn=collate,
+                        persistent_workers=config.workers > 0)
+    for key, batch in zip(keys, loader):
+        yield torch.tensor([i for i, _ in key]), batch
+
+
+def eval_batches(dataset: Dataset, batch_size: int, workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """The whole set in order, without augmentation."""
+    if in_memory(dataset):
+        for start in range(0, len(dataset), batch_size):
+            yield {"image": dataset.images[start : start + batch_size], "label": dataset.labels[start : start + batch_size]}
+        return
+    yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
+
+
+def model_inputs(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The extra inputs the model names (``model.extra_inputs``), made from the batch."""
+    return {name: INPUTS.get(name)(batch) for name in getattr(model, "extra_inputs", ())}
+
+
+def loss_targets(criterion: CompositeLoss, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``label`` plus every other target a loss term reads, made by its registered maker."""
+    targets = {"label": batch["label"]}
+    for name in criterion.targets - {"label"}:
+        targets[name] = batch[name] if name in batch else TARGETS.get(name)(batch)
+    return targets
+
+
+# ------------------------------------------------------------------------------- training
 @torch.no_grad()
-def extract_features(model: nn.Module, images: torch.Tensor, stages, batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """Run the frozen part of ``model`` in eval mode over uint8 images; keep the named features.
-
-    The frozen part is ``model.extract`` where a model defines it (ICNet: a multi-resolution
-    trunk), else ``model.backbone`` (or ``model`` itself when it is a backbone).
-    """
-    backbone = getattr(model, "backbone", model)
-    extract = getattr(model, "extract", backbone)
-    was_training = backbone.training
-    backbone.eval()
+def extract_features(model: nn.Module, images: torch.Tensor, stages: Sequence[str], batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Run the frozen trunk (``model.extract``) in eval mode over uint8 images; keep the named features."""
+    was_training = model.backbone.training
+    model.backbone.eval()
     chunks: dict[str, list[torch.Tensor]] = {s: [] for s in stages}
     for start in range(0, len(images), batch_size):
-        feats = extract(normalize(images[start : start + batch_size]))
+        feats = model.extract(normalize(images[start : start + batch_size]))
         for s in stages:
             chunks[s].append(feats[s])
-    backbone.train(was_training)
+    model.backbone.train(was_training)
     return {s: torch.cat(v) for s, v in chunks.items()}
 
 
@@ -119,61 +210,68 @@ def train(
     feature_cache: dict | None = None,
     cache_key: object = None,
 ) -> dict:
-    """Train ``model`` in place; returns loss curve, wall time and throughput.
+    """Train ``model`` in place; returns the loss curve (``[step, loss, lr]`` at about 50
+    steps), wall time and throughput.
 
     ``feature_cache`` (a dict the caller keeps) and ``cache_key`` (identifying the frozen
-    backbone weights and the training set) let consecutive runs share extracted features.
+    trunk's weights and the training set) let consecutive runs share extracted features.
+    Raises :class:`TrainingDiverged` when the loss stops being finite.
     """
-    generator = torch.Generator().manual_seed(seed)
     criterion = CompositeLoss.from_config(config.loss)
-    images = _stack(dataset, "image")
-    labels = _stack(dataset, "label")
-    size = tuple(images.shape[-2:])
-
+    cached = None
+    extract_s = 0.0
     if config.freeze_backbone:
         for p in model.backbone.parameters():
             p.requires_grad_(False)
         params = [p for p in model.decoder_parameters() if p.requires_grad]
-        t0 = time.perf_counter()
-        if feature_cache is not None and cache_key is not None and cache_key in feature_cache:
-            features = feature_cache[cache_key]
-        else:
-            features = extract_features(model, images, model.decoder_inputs)
-            if feature_cache is not None and cache_key is not None:
-                feature_cache.clear()  # keep one feature set in memory at a time
-                feature_cache[cache_key] = features
-        extract_s = time.perf_counter() - t0
+        model.train()
         model.backbone.eval()
+        if in_memory(dataset):
+            t0 = time.perf_counter()
+            if feature_cache is not None and cache_key is not None and cache_key in feature_cache:
+                cached = feature_cache[cache_key]
+            else:
+                cached = extract_features(model, dataset.images, model.decoder_inputs)
+                if feature_cache is not None and cache_key is not None:
+                    feature_cache.clear()  # keep one feature set in memory at a time
+                    feature_cache[cache_key] = cached
+            extract_s = time.perf_counter() - t0
     else:
         params = [p for p in model.parameters() if p.requires_grad]
-        extract_s = 0.0
         model.train()
 
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=config.steps, power=config.poly_power)
     curve = []
     bar = progress(config.steps, desc)
     t0 = time.perf_counter()
-    for step, idx in enumerate(_batches(len(images), config.batch_size, config.steps, generator)):
-        lr = poly_lr(config.lr, step, config.steps, config.poly_power)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if config.freeze_backbone:
-            outputs = model.decode({s: f[idx] for s, f in features.items()}, size)
-        else:
-            outputs = model(normalize(images[idx]))
-        loss, parts = criterion(outputs, {"label": labels[idx]})
-        if not torch.isfinite(loss):
-            bar.close()
-            raise FloatingPointError(f"loss became {float(loss.detach())} at step {step} (lr {lr:.3g}); lower train.lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        if step % max(1, config.steps // 50) == 0 or step == config.steps - 1:
-            curve.append([step, round(value, 6)])
-        bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-        bar.update()
-    bar.close()
+    try:
+        for step, (idx, batch) in enumerate(train_batches(dataset, config, seed)):
+            lr = scheduler.get_last_lr()[0]
+            extra = model_inputs(model, batch)
+            size = tuple(batch["image"].shape[-2:])
+            if cached is not None:
+                outputs = model.decode({s: f[idx] for s, f in cached.items()}, size, **extra)
+            elif config.freeze_backbone:
+                with torch.no_grad():
+                    features = model.extract(normalize(batch["image"]))
+                outputs = model.decode(features, size, **extra)
+            else:
+                outputs = model(normalize(batch["image"]), **extra)
+            loss, _ = criterion(outputs, loss_targets(criterion, batch))
+            value = float(loss.detach())
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(step, value, lr)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if step % max(1, config.steps // 50) == 0 or step == config.steps - 1:
+                curve.append([step, round(value, 6), float(f"{lr:.6g}")])
+            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+            bar.update()
+    finally:
+        bar.close()
     wall = time.perf_counter() - t0
     return {
         "steps": config.steps,
@@ -185,24 +283,54 @@ def train(
     }
 
 
+# ----------------------------------------------------------------------------- evaluation
+def build_postprocessor(spec: Mapping[str, Any] | None):
+    """``{"type": name, **options}`` -> the registered post-processor (None: none)."""
+    if not spec:
+        return None
+    options = dict(spec)
+    kind = options.pop("type")
+    return POSTPROCESSORS.build(kind, **options)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
     dataset: Dataset,
     *,
     num_classes: int,
-    band_width: int | None = None,
+    band_width: float | None = None,
     batch_size: int = 64,
+    postprocess: Mapping[str, Any] | None = None,
+    metrics: Sequence[str] = (),
+    workers: int = 0,
 ) -> dict:
-    """Metrics over the whole set from one confusion matrix (see :mod:`seg_core.metrics`)."""
+    """Metrics over the whole set from one confusion matrix (see :mod:`seg_core.metrics`).
+
+    ``postprocess`` (``{"type": name, ...}``) maps the softmax probabilities before the argmax;
+    its time is reported as ``postprocess_s``. ``metrics`` names extra metric families.
+    """
     model.eval()
     evaluator = SegmentationEvaluator(num_classes, band_width)
-    images = _stack(dataset, "image")
-    labels = _stack(dataset, "label")
+    families = {name: METRIC_FAMILIES.build(name, num_classes=num_classes) for name in metrics}
+    post = build_postprocessor(postprocess)
+    post_s = 0.0
     t0 = time.perf_counter()
-    for start in range(0, len(images), batch_size):
-        out = model(normalize(images[start : start + batch_size]))["out"]
-        evaluator.update(out.argmax(1), labels[start : start + batch_size].long())
-    metrics = evaluator.summary()
-    metrics["eval_s"] = round(time.perf_counter() - t0, 3)
-    return metrics
+    for batch in eval_batches(dataset, batch_size, workers):
+        logits = model(normalize(batch["image"]), **model_inputs(model, batch))["out"]
+        if post is not None:
+            t1 = time.perf_counter()
+            logits = post(torch.softmax(logits, 1), batch)
+            post_s += time.perf_counter() - t1
+        pred = logits.argmax(1)
+        label = batch["label"].long()
+        evaluator.update(pred, label)
+        for family in families.values():
+            family.update(pred, batch)
+    out = evaluator.summary()
+    for family in families.values():
+        out.update(family.summary())
+    out["eval_s"] = round(time.perf_counter() - t0, 3)
+    if post is not None:
+        out["postprocess_s"] = round(post_s, 3)
+    return out

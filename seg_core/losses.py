@@ -1,4 +1,4 @@
-"""Losses, composed by name with weights.
+"""Losses, composed by name with weights (terms registered in :data:`seg_core.registry.LOSSES`).
 
 A loss term is a callable ``(outputs, targets) -> scalar`` reading the model output and the
 target it is named after. :class:`CompositeLoss` sums weighted terms and reports each one, so
@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from seg_core.registry import LOSSES, ConfigError
 
 IGNORE_INDEX = 255
 
@@ -71,30 +73,50 @@ def cross_entropy(
     return loss
 
 
-LOSSES: dict[str, Callable[..., LossFn]] = {"cross_entropy": cross_entropy}
+@LOSSES.register("cross_entropy")
+def _cross_entropy(*, output: str = "out", target: str = "label", ignore_index: int = IGNORE_INDEX) -> LossFn:
+    return cross_entropy(output, target, ignore_index)
 
 
 class CompositeLoss(nn.Module):
-    """Weighted sum of named loss terms; ``forward`` returns ``(total, {name: value})``."""
+    """Weighted sum of named loss terms; ``forward`` returns ``(total, {name: value})``.
 
-    def __init__(self, terms: Mapping[str, tuple[LossFn, float]]) -> None:
+    ``outputs`` and ``targets`` are the model outputs and the targets the terms read (a term
+    names them with ``output`` / ``target``; defaults ``"out"`` and ``"label"``).
+    """
+
+    def __init__(self, terms: Mapping[str, tuple[LossFn, float]], outputs: set[str], targets: set[str]) -> None:
         super().__init__()
         if not terms:
-            raise ValueError("a composite loss needs at least one term")
+            raise ConfigError("loss", "a composite loss needs at least one term")
         self.terms = dict(terms)
+        self.outputs, self.targets = outputs, targets
 
     @classmethod
     def from_config(cls, config: Mapping[str, Mapping]) -> CompositeLoss:
-        """``{"seg": {"type": "cross_entropy", "weight": 1.0, "output": "out"}, ...}``."""
-        terms = {}
+        """``{"seg": {"type": "cross_entropy", "weight": 1.0, "output": "out"}, ...}``; errors are
+        :class:`~seg_core.registry.ConfigError` keyed ``<term>.<option>``."""
+        terms, outputs, targets = {}, set(), set()
+        if not isinstance(config, Mapping) or not config:
+            raise ConfigError("loss", f"expected a table of named terms, e.g. {{seg = {{type = \"cross_entropy\"}}}}; got {config!r}")
         for name, spec in config.items():
+            if not isinstance(spec, Mapping):
+                raise ConfigError(name, f"expected a table with type, weight, output; got {spec!r}")
             spec = dict(spec)
-            kind = spec.pop("type")
-            weight = float(spec.pop("weight", 1.0))
+            kind = spec.pop("type", None)
             if kind not in LOSSES:
-                raise KeyError(f"unknown loss type {kind!r}; known: {', '.join(sorted(LOSSES))}")
-            terms[name] = (LOSSES[kind](**spec), weight)
-        return cls(terms)
+                raise ConfigError(f"{name}.type", f"unknown loss type {kind!r}; known: {', '.join(LOSSES.names())}")
+            weight = spec.pop("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+                raise ConfigError(f"{name}.weight", f"expected a number >= 0, got {weight!r}")
+            try:
+                fn = LOSSES.build(kind, **spec)
+            except TypeError as e:
+                raise ConfigError(name, f"{e} (loss type {kind!r})") from None
+            terms[name] = (fn, float(weight))
+            outputs.add(spec.get("output", "out"))
+            targets.add(spec.get("target", "label"))
+        return cls(terms, outputs, targets)
 
     def forward(
         self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]

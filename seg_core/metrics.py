@@ -165,8 +165,13 @@ def boundary_band(label: torch.Tensor, width: float, ignore_index: int = IGNORE_
     return near & (label != ignore_index)
 
 
+_BASE_METRICS = ("miou", "pixel_acc", "mean_acc")
+
+
 class SegmentationEvaluator:
     """Overall confusion matrix plus optional boundary-band / interior matrices."""
+
+    METRICS = _BASE_METRICS + tuple(f"{region}_{m}" for region in ("boundary", "interior") for m in _BASE_METRICS)
 
     def __init__(self, num_classes: int, band_width: int | None = None, ignore_index: int = IGNORE_INDEX) -> None:
         self.band_width = band_width

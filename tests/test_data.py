@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from seg_core.data.synthetic import CHUNK, ShapesConfig, SyntheticShapes
-from seg_core.registry import DATASETS
+from seg_core.registry import DATASETS, ConfigError
 
 
 def test_same_seed_same_bytes_and_prefix_stable():
@@ -44,9 +44,11 @@ def test_pinned_statistics():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="radius_min"):
+    with pytest.raises(ConfigError, match="radius_min") as info:
         ShapesConfig(radius_min=10, radius_max=5)
+    assert info.value.key == "radius_min"
     with pytest.raises(ValueError, match="unknown split"):
         SyntheticShapes(split="nope", num_images=1)
-    with pytest.raises(TypeError, match="unknown shapes option"):
+    with pytest.raises(ConfigError, match="unknown shapes option") as info:
         DATASETS.build("shapes", split="train", num_images=1, colour="red")
+    assert info.value.key == "colour"

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from ablations.execute import execute_run
-from ablations.spec import load_spec
+from ablations.schema import load_spec
 from ablations.sweep import expand
 from seg_core.data.synthetic import SyntheticShapes
-from seg_core.engine import TrainConfig, poly_lr, train
+from seg_core.engine import TrainConfig, TrainingDiverged, train
 from seg_core.losses import CompositeLoss
-from seg_core.models import MODELS
+from seg_core.registry import MODELS, ConfigError
 
 
 def test_same_spec_and_seed_twice_gives_identical_metrics(tiny, tmp_path):
@@ -24,10 +24,14 @@ def test_same_spec_and_seed_twice_gives_identical_metrics(tiny, tmp_path):
     assert other["training"]["loss_curve"] != first["training"]["loss_curve"]
 
 
-def test_poly_schedule():
-    assert poly_lr(0.01, 0, 100, 0.9) == 0.01
-    assert poly_lr(0.01, 50, 100, 1.0) == pytest.approx(0.005)
-    assert poly_lr(0.01, 99, 100, 0.9) < 0.001
+def test_poly_schedule_is_the_closed_form():
+    data = SyntheticShapes(split="train", num_images=8, config=None)
+    model = MODELS.build("single_head", num_classes=5, backbone="mini_resnet", head="pointwise",
+                         backbone_options={"stem_width": 8, "widths": [8, 8, 8]})
+    stats = train(model, data, TrainConfig(steps=100, batch_size=2, lr=0.01, poly_power=0.9, freeze_backbone=True), seed=0)
+    assert len(stats["loss_curve"]) == 51
+    for step, _, lr in stats["loss_curve"]:
+        assert lr == pytest.approx(0.01 * (1 - step / 100) ** 0.9, rel=1e-5)
 
 
 def test_cross_entropy_ignores_255():
@@ -47,16 +51,18 @@ def test_composite_loss_weights_and_unknown_type():
     label = torch.zeros(1, 2, 2, dtype=torch.long)
     total, parts = loss({"out": logits, "aux": logits}, {"label": label})
     assert total.item() == pytest.approx(1.4 * parts["a"], rel=1e-5)
-    with pytest.raises(KeyError, match="unknown loss"):
+    with pytest.raises(ConfigError, match="unknown loss") as info:
         CompositeLoss.from_config({"a": {"type": "dice"}})
+    assert info.value.key == "a.type"
 
 
 def test_divergence_is_reported():
     data = SyntheticShapes(split="train", num_images=8, config=None)
     model = MODELS.build("single_head", num_classes=5, backbone="mini_resnet", head="gcn", k=3,
                          backbone_options={"stem_width": 8, "widths": [8, 8, 8]})
-    with pytest.raises(FloatingPointError, match="lower train.lr"):
+    with pytest.raises(TrainingDiverged, match="lower train.lr") as info:
         train(model, data, TrainConfig(steps=5, batch_size=4, lr=1e12, momentum=0.0, freeze_backbone=True), seed=0)
+    assert 0 < info.value.step < 5 and info.value.lr == pytest.approx(1e12 * (1 - info.value.step / 5) ** 0.9)
 
 
 def test_frozen_random_backbones_do_not_share_cached_features(tiny, tmp_path):

@@ -15,8 +15,7 @@ from seg_core.backbones import (
     mini_resnet_gcn,
 )
 from seg_core.complexity import count_parameters
-from seg_core.heads import BoundaryRefinement, GlobalConvolution
-from seg_core.models import GCNSegmenter, ScoreUpsample
+from seg_core.models.gcn import BoundaryRefinement, GCNSegmenter, GlobalConvolution, ScoreUpsample
 
 
 def _gcn_block_params(c_in: int, mid: int, c_out: int, k: int, shortcut: bool) -> int:
@@ -169,7 +168,7 @@ def test_deconvolution_starts_as_bilinear_upsampling():
 
 
 def test_gcn_br_head_is_gcn_then_br():
-    from seg_core.heads import HEADS
+    from seg_core.registry import HEADS
 
     head = HEADS.build("gcn_br", in_channels=16, num_classes=5, k=7)
     assert isinstance(head[0], GlobalConvolution) and isinstance(head[1], BoundaryRefinement)

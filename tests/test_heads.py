@@ -4,15 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from seg_core.heads import (
-    HEADS,
+from seg_core.layers import weight_count
+from seg_core.models.gcn import (
     BoundaryRefinement,
     GlobalConvolution,
     LargeKernelConv,
     PointwiseClassifier,
     StackedConv3x3,
-    weight_count,
 )
+from seg_core.registry import HEADS, ConfigError
 
 
 def n_params(m: nn.Module) -> int:
@@ -78,9 +78,11 @@ def test_even_or_nonpositive_k_rejected(bad):
             build()
 
 
-def test_k_must_be_int():
-    with pytest.raises(TypeError):
-        GlobalConvolution(4, 2, 3.0)
+def test_k_must_be_an_odd_int_and_the_error_names_the_key():
+    for bad in (3.0, 4, 0):
+        with pytest.raises(ConfigError) as info:
+            GlobalConvolution(4, 2, bad)
+        assert info.value.key == "k"
 
 
 # Paper configuration: 2048 input channels (res-5), 21 VOC classes; Tables 2 and 4 count weights.

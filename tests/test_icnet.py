@@ -8,11 +8,13 @@ from torch import nn
 from torchvision.models import resnet50
 
 from seg_core import MODELS
+from seg_core.backbones import dilated_resnet50
 from seg_core.complexity import count_parameters
 from seg_core.data.synthetic import ShapesConfig, SyntheticShapes
-from seg_core.icnet import CascadeFeatureFusion, ICNet, PSPNet, PyramidPooling, dilated_resnet50
 from seg_core.losses import IGNORE_INDEX, CompositeLoss, downsample_labels
 from seg_core.metrics import SegmentationEvaluator
+from seg_core.models.icnet import CascadeFeatureFusion, ICNet, PSPNet, PyramidPooling
+from seg_core.registry import ConfigError
 
 CLG = {"sub124": {"type": "cross_entropy", "output": "sub124", "weight": 1.0},
        "sub24": {"type": "cross_entropy", "output": "sub24", "weight": 0.4},
@@ -199,13 +201,20 @@ def test_icnet_trains_its_decoder_on_a_frozen_trunk_with_cascade_label_guidance(
         assert torch.allclose(model(x)["out"], model.decode(model.extract(x), (64, 64))["out"])
 
 
-def test_builders_check_their_trunk_options():
-    with pytest.raises(ValueError, match="dilated_resnet50"):
-        MODELS.build("icnet", num_classes=3, backbone="resnet50")
-    with pytest.raises(ValueError, match="output stride 8"):
-        MODELS.build("icnet", num_classes=3, backbone_options={"output_stride": 16})
-    with pytest.raises(ValueError, match="unknown backbone option"):
-        MODELS.build("pspnet50", num_classes=3, backbone_options={"depth": 101})
+@pytest.mark.parametrize("name,options,key,words", [
+    ("icnet", {"backbone": "resnet50"}, "backbone", "dilated_resnet50"),
+    ("icnet", {"backbone_options": {"output_stride": 16}}, "backbone_options.output_stride", "output stride 8"),
+    ("pspnet50", {"backbone_options": {"depth": 101}}, "backbone_options.depth", "unknown option"),
+    ("pspnet50", {"backbone_options": {"width": 0}}, "backbone_options.width", "multiplier"),
+    ("icnet", {"fusion": "deconv"}, "fusion", "expected one of"),
+])
+def test_builders_check_their_options_and_name_the_key(name, options, key, words):
+    with pytest.raises(ConfigError, match=words) as info:
+        MODELS.build(name, num_classes=3, **options)
+    assert info.value.key == key
+
+
+def test_pspnet_trunk_options():
     model = MODELS.build("pspnet50", num_classes=3, backbone_options={"width": 0.25, "output_stride": 16})
     assert model.backbone.output_stride == 16 and model.backbone.out_channels["layer4"] == 512
 
@@ -215,9 +224,11 @@ def test_icnet_complexity_counts_the_trunk_as_it_runs():
 
     model = MODELS.build("icnet", num_classes=3, backbone_options={"width": 0.125})
     c = model_complexity(model, (1, 3, 64, 64))
-    assert 0 < c["macs_backbone"] < c["macs_total"] and c["macs_decoder"] > 0
-    assert c["macs_backbone"] < count_macs(model.backbone, (1, 3, 64, 64))  # trunk on 1/2 and 1/4 images, not the input
-    assert c["params_backbone"] + c["params_decoder"] == c["params_total"]
+    trunk, decoder, total = c["parts"]["trunk"], c["parts"]["decoder"], c["total"]
+    assert 0 < trunk["macs"] < total["macs"] and decoder["macs"] > 0 and trunk["macs"] + decoder["macs"] == total["macs"]
+    assert trunk["macs"] < count_macs(model.backbone, (1, 3, 64, 64))  # trunk on 1/2 and 1/4 images, not the input
+    assert trunk["params"] == count_parameters(model.backbone)  # conv3_1 and res3_rest alias backbone modules
+    assert trunk["params"] + decoder["params"] == total["params"]
     model.train()
     before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     model_complexity(model, (1, 3, 64, 64))

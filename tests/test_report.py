@@ -16,6 +16,7 @@ from ablations.cli import main
 from report.checks import CheckResult, describe, judge_all, t_interval, table_verdict
 from report.generate import generate
 from report.generate import main as report_main
+from report.load import ReportInputError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_end_to_end_spec_to_results_to_report(tiny):
     assert main(cli_args(tiny, "run", "tiny")) == 0  # default jobs: the process pool on 2 cores
     out = tiny["root"] / "report"
-    written = generate(tiny["specs"], tiny["results"], out)
+    written, _ = generate(tiny["specs"], tiny["results"], out)
     assert {p.name for p in written} == {"index.md", "tiny.md", "tiny.png"}
     index = (out / "index.md").read_text()
     assert "[Tiny GCN sweep](tiny.md)" in index and "6/6" in index
@@ -44,7 +45,8 @@ def test_report_without_results_says_not_run(tiny):
 
 
 def test_report_reads_files_only():
-    code = "import sys, report.generate; assert not {'torch', 'seg_core', 'ablations'} & set(sys.modules), sorted(sys.modules)"
+    code = ("import sys, report.generate; loaded = {m for m in sys.modules if m.split('.')[0] in ('torch', 'seg_core', 'ablations')}; "
+            "assert loaded <= {'ablations', 'ablations.schema'}, sorted(loaded)")  # the stdlib schema, nothing that trains
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
@@ -81,6 +83,10 @@ def _metrics_df(values, metric="miou"):
 B = [30.0, 30.1, 29.9]
 
 
+def _judge(spec, df):
+    return judge_all(spec["report"]["checks"], spec["metric"], {v["name"]: v["paper"] for v in spec["variants"]}, df)
+
+
 @pytest.mark.parametrize("expect,diffs,margin,outcome", [
     ("greater", [1.0, 1.1, 0.9], None, "holds"),        # CI [+0.75, +1.25]
     ("greater", [0.5, -0.2, 0.3], None, "undecided"),   # CI straddles zero
@@ -95,7 +101,7 @@ B = [30.0, 30.1, 29.9]
 ])
 def test_claim_outcomes_on_constructed_seed_sets(expect, diffs, margin, outcome):
     spec = _check_spec(expect, margin=margin)
-    (r,) = judge_all(spec, _metrics_df({"b": B, "a": [b + d for b, d in zip(B, diffs)]}))
+    (r,) = _judge(spec, _metrics_df({"b": B, "a": [b + d for b, d in zip(B, diffs)]}))
     assert r.outcome == outcome
     assert r.paper_delta == pytest.approx(1.0) and r.n == 3
     assert r.delta == pytest.approx(sum(diffs) / 3)
@@ -110,7 +116,7 @@ def test_t_interval_matches_the_textbook():
 
 def test_undecided_claims_say_how_many_seeds_would_decide_them():
     diffs = [0.5, -0.2, 0.3]
-    (r,) = judge_all(_check_spec(), _metrics_df({"b": B, "a": [b + d for b, d in zip(B, diffs)]}))
+    (r,) = _judge(_check_spec(), _metrics_df({"b": B, "a": [b + d for b, d in zip(B, diffs)]}))
     n, sd, mean = r.seeds_to_decide, r.delta_sd, r.delta
 
     def half(m):
@@ -118,16 +124,16 @@ def test_undecided_claims_say_how_many_seeds_would_decide_them():
 
     assert n > 3 and half(n) < abs(mean) <= half(n - 1)  # the first n whose interval would clear zero
     assert f"about {n} seeds" in describe(r)
-    (hopeless,) = judge_all(_check_spec(), _metrics_df({"b": B, "a": [b + d for b, d in zip(B, [3.0, -3.0, 0.01])]}))
+    (hopeless,) = _judge(_check_spec(), _metrics_df({"b": B, "a": [b + d for b, d in zip(B, [3.0, -3.0, 0.01])]}))
     assert hopeless.outcome == "undecided" and hopeless.seeds_to_decide is None
     assert "more than 100 seeds" in describe(hopeless)
 
 
 def test_missing_data_is_incomplete_not_a_verdict():
     spec = _check_spec()
-    (r,) = judge_all(spec, _metrics_df({"b": B}))
+    (r,) = _judge(spec, _metrics_df({"b": B}))
     assert r.outcome == "incomplete" and r.missing == "a not run"
-    (r,) = judge_all(spec, _metrics_df({"b": B[:1], "a": [31.0]}))
+    (r,) = _judge(spec, _metrics_df({"b": B[:1], "a": [31.0]}))
     assert r.outcome == "incomplete" and "2 needed" in r.missing
     assert table_verdict([r]).label == "incomplete" and "nan" not in table_verdict([r]).sentence
 
@@ -135,11 +141,11 @@ def test_missing_data_is_incomplete_not_a_verdict():
 def test_ordering_claims():
     spec = {"metric": "miou", "variants": [{"name": n, "paper": {"miou": p}} for n, p in (("x", 1), ("y", 2), ("z", 3), ("w", 4))],
             "report": {"checks": [{"claim": "ranks", "kind": "ordering", "metric": "miou", "min_rho": 0.8}]}}
-    (r,) = judge_all(spec, _metrics_df({"x": [10, 11], "y": [20, 21], "z": [30, 31], "w": [40, 41]}))
+    (r,) = _judge(spec, _metrics_df({"x": [10, 11], "y": [20, 21], "z": [30, 31], "w": [40, 41]}))
     assert r.outcome == "holds" and r.delta == pytest.approx(1.0)
-    (r,) = judge_all(spec, _metrics_df({"x": [10, 11], "y": [40, 41], "z": [30, 31], "w": [20, 21]}))
+    (r,) = _judge(spec, _metrics_df({"x": [10, 11], "y": [40, 41], "z": [30, 31], "w": [20, 21]}))
     assert r.outcome == "differs" and r.delta == pytest.approx(0.2)  # ranks 1,4,3,2 vs 1,2,3,4
-    (r,) = judge_all(spec, _metrics_df({"x": [10, 11], "y": [20, 21], "z": [30, 31]}))
+    (r,) = _judge(spec, _metrics_df({"x": [10, 11], "y": [20, 21], "z": [30, 31]}))
     assert r.outcome == "incomplete" and r.missing == "1 of 4 variants not run"
 
 
@@ -164,16 +170,20 @@ id = "tiny-claims"
 title = "Tiny claims"
 source = "test fixture"
 paper_table = "Large Kernel Matters, Tables 2 and 6"
+paper_dataset = "PASCAL VOC 2012 val"
 claim = "GCN + BR beats the 1x1 head; the GCN backbone is no worse"
 metric = "miou"
 baseline = "baseline"
 
-[paper_config]
-in_channels = 2048
+[paper_model]
 num_classes = 21
+input_size = [64, 64]
+model = { backbone = "resnet50", backbone_options = {} }
 
 [report]
 columns = ["boundary_pixel_acc", "miou"]
+complexity = ["head.weights", "backbone.params"]
+paper_complexity = ["head.weights"]
 
 [[report.checks]]
 claim = "GCN + BR beats the 1x1 head"
@@ -221,7 +231,7 @@ freeze_backbone = true
 [[variants]]
 name = "baseline"
 model.head = "pointwise"
-paper = { miou = 65.7, boundary_pixel_acc = 71.3, head_weights_k = 43 }
+paper = { miou = 65.7, boundary_pixel_acc = 71.3, head_weights = 43000 }
 
 [[variants]]
 name = "GCN + BR"
@@ -242,12 +252,14 @@ def test_end_to_end_claims_backbones_and_paper_config_counts(tiny):
     assert len(records) == 6
     for r in records:
         c = r["complexity"]
-        assert c["params_backbone"] + c["params_decoder"] == c["params_total"] > 0
-        assert c["macs_backbone"] + c["macs_decoder"] == c["macs_total"] > 0
-        assert c["head_weights_paper_config"] == {"baseline": 2048 * 21, "GCN backbone": 2048 * 21,
-                                                  "GCN + BR": 2 * 5 * 21 * (2048 + 21) + 2 * 9 * 21 * 21}[r["variant"]]
+        backbone, head = c["parts"]["backbone"], c["parts"]["head"]
+        assert backbone["params"] + head["params"] == c["total"]["params"] > 0
+        assert backbone["macs"] + head["macs"] == c["total"]["macs"] > 0
+    paper = json.loads((tiny["results"] / "tiny-claims" / "paper_model.json").read_text())["variants"]
+    assert {name: v["parts"]["head"]["weights"] for name, v in paper.items()} == {
+        "baseline": 2048 * 21, "GCN backbone": 2048 * 21, "GCN + BR": 2 * 5 * 21 * (2048 + 21) + 2 * 9 * 21 * 21}
     out = tiny["root"] / "report"
-    written = generate(tiny["specs"], tiny["results"], out)
+    written, _ = generate(tiny["specs"], tiny["results"], out)
     assert out / "figures" / "tiny-claims.png" in written
     page = (out / "tiny-claims.md").read_text()
     assert "## Claims" in page and "| GCN + BR beats the 1x1 head " in page and "## Backbones" in page
@@ -260,39 +272,71 @@ def test_end_to_end_claims_backbones_and_paper_config_counts(tiny):
     assert label == "incomplete" and "no boundary_pixel_acc value for GCN backbone and baseline" in page
 
 
-# ------------------------------------------------------------------ ICNet timing page
-def _bench(name, table, item, seconds, gmac, **info):
-    return {"name": name, "stats": {"median": seconds, "rounds": 1},
-            "extra_info": {"table": table, "item": item, "gmac": gmac, "device": "cpu", "threads": 2, **info}}
+# ------------------------------------------------------------------ timing specs
+TIMING_SPEC = """
+kind = "timing"
+id = "tiny-timing"
+title = "Tiny timing"
+source = "test fixture"
+paper_table = "Some paper, Table 2 (time)"
+paper_hardware = "a GPU"
+num_classes = 5
+claim = "the small model is 5x faster"
+reference = "big"
+compare = "speedup"
+agree_factor = 1.25
+
+[defaults]
+input_size = [64, 64]
+
+[[items]]
+name = "big"
+model = { name = "pspnet50" }
+memory = true
+paper = { ms = 170, mem_gb = 9.2 }
+
+[[items]]
+name = "small"
+model = { name = "icnet" }
+memory = true
+paper = { ms = 33, mem_gb = 1.6 }
+
+[[items]]
+name = "stage a @ full"
+model = { name = "pspnet50" }
+stage = "res4"
+group = "full"
+paper = { ratio = 4.0 }
+"""
 
 
-def test_icnet_timing_page_puts_our_ratios_beside_the_papers(tmp_path):
+def _bench(spec, item, seconds, gmac, **info):
+    return {"name": item, "stats": {"median": seconds, "rounds": 3},
+            "extra_info": {"measures": [[spec, item]], "gmac": gmac, "device": "cpu", "threads": 2, **info}}
 
-    benches = [_bench(f"s-{s}-{scale}", "fig1b", s, t * scale, g * scale, scale=scale,
-                      **({"paper_res5_over_res4": 4.0} if s == "res5" else {}))
-               for scale in (1.0, 0.5) for s, t, g in (("stem", 1, 10), ("res2", 2, 20), ("res3", 2, 20), ("res4", 3, 30),
-                                                       ("res5", 12, 120), ("psp", 1, 5), ("head", 4, 40))]
-    benches += [_bench("f1", "fig5_input", 1.0, 40.0, 1500, paper_ms=446), _bench("f05", "fig5_input", 0.5, 10.0, 370, paper_ms=123),
-                _bench("k05", "table1_kernels", 0.5, 10.0, 370, paper_ms=170, paper_mem_gb=9.2, peak_memory_mb=2000.0),
-                _bench("sub124", "table2", "sub124", 2.0, 29, paper_ms=33, paper_mem_gb=1.6, peak_memory_mb=300.0),
-                _bench("dc5", "table3", "dc5", 2.2, 30, paper_ms=34)]
+
+def test_timing_spec_page_puts_our_ratios_beside_the_papers(tmp_path):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "tiny-timing.toml").write_text(TIMING_SPEC)
     results = tmp_path / "results"
     (results / "benchmarks").mkdir(parents=True)
-    (results / "benchmarks" / "icnet-cpu.json").write_text(json.dumps({"benchmarks": benches, "machine_info": {}}))
-    (tmp_path / "specs").mkdir()
-    written = generate(tmp_path / "specs", results, tmp_path / "report")
-    assert {p.name for p in written} == {"index.md", "icnet-timing.md", "icnet-timing.png"}
-    page = (tmp_path / "report" / "icnet-timing.md").read_text()
-    assert "res5 / res4 at 1024x2048: **ours 4.00x**, paper about 4x" in page
-    row = next(line for line in page.splitlines() if line.startswith("| sub124 "))
+    benches = [_bench("tiny-timing", "big", 10.0, 370, peak_memory_mb=2000.0),
+               _bench("tiny-timing", "small", 2.0, 29, peak_memory_mb=300.0),
+               _bench("tiny-timing", "stage a @ full", 1.0, 10)]
+    (results / "benchmarks" / "timing-cpu.json").write_text(json.dumps({"benchmarks": benches, "machine_info": {}}))
+    written, errors = generate(specs, results, tmp_path / "report")
+    assert not errors and {p.name for p in written} == {"index.md", "tiny-timing.md", "tiny-timing.png"}
+    page = (tmp_path / "report" / "tiny-timing.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| small "))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1:6] == ["33", "2000", "5.15", "5.00", "12.76"] and "agrees" in cells  # 170/33 vs 10/2.0
-    assert "| dc5 " in page and "| cff " in page  # Table 3 borrows sub124 as its CFF row
+    assert cells[1:7] == ["33", "2000", "5.15", "5.00", "12.76", "29.0"] and "agrees" in cells  # 170/33 vs 10/2.0
+    assert "300" in cells and "1.6" in cells  # memory: ours vs the paper's
     index = (tmp_path / "report" / "index.md").read_text()
-    assert "ours 5.00x vs paper 5.15x" in index
-    (results / "benchmarks" / "icnet-cpu.json").write_text("{not json")
-    with pytest.raises(SystemExit, match="icnet-cpu.json"):
-        generate(tmp_path / "specs", results, tmp_path / "report")
+    assert "1 of 2 speedups agree" in index and "small: ours 5.00x vs paper 5.15x" in index
+    (results / "benchmarks" / "timing-cpu.json").write_text("{not json")
+    with pytest.raises(ReportInputError, match="timing-cpu.json"):
+        generate(specs, results, tmp_path / "report")
 
 
 def test_holdout_split_is_held_out_of_training_and_can_be_judged_on(tiny):

@@ -59,10 +59,15 @@ def test_result_record_contract(tiny):
     for key in ("config", "metrics", "complexity", "timing", "provenance", "seed", "pretrained_backbone"):
         assert key in r
     assert 0 <= r["metrics"]["miou"] <= 1 and len(r["metrics"]["per_class_iou"]) == 5
-    assert r["complexity"]["head_weights"] == 2 * 5 * 5 * (16 + 5)
-    assert r["complexity"]["macs_total"] > r["complexity"]["macs_head"] > 0
-    for key in ("git_commit", "torch", "threads", "date", "device"):
+    assert r["schema"] == 2 and r["status"] == "ok" and r["class_names"][0] == "background"
+    head = r["complexity"]["parts"]["head"]
+    assert head["weights"] == 2 * 5 * 5 * (16 + 5)
+    assert r["complexity"]["total"]["macs"] > head["macs"] > 0
+    for key in ("git_commit", "torch", "threads", "date", "device", "calibration_gflops"):
         assert key in r["provenance"]
+    code = r["provenance"]["code"]
+    assert {"seg_core/engine.py", "seg_core/models/gcn.py", "seg_core/data/synthetic.py", "ablations/execute.py"} <= set(code)
+    assert "seg_core/models/icnet.py" not in code  # only the code this run depends on
 
 
 def test_second_runner_on_the_same_directory_is_refused(tmp_path):

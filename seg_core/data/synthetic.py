@@ -37,12 +37,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import typing
 from dataclasses import dataclass, fields
 
 import torch
 from torch.utils.data import Dataset
 
-from seg_core.registry import DATASETS
+from seg_core.registry import DATASETS, ConfigError
 
 CHUNK = 256
 SHAPES = ("disk", "square", "triangle", "cross")
@@ -66,21 +67,21 @@ class ShapesConfig:
     noise_std: float = 8.0            # Gaussian noise, grey levels
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.size < 8:
-            problems.append(f"size must be >= 8, got {self.size}")
-        if not 0 < self.radius_min <= self.radius_max:
-            problems.append(f"need 0 < radius_min <= radius_max, got {self.radius_min}, {self.radius_max}")
-        if not 0 <= self.objects_min <= self.objects_max or self.objects_max < 1:
-            problems.append(f"need 0 <= objects_min <= objects_max, objects_max >= 1; got {self.objects_min}, {self.objects_max}")
-        if self.distractors_max < 0 or self.occluders_max < 0:
-            problems.append("distractors_max and occluders_max must be >= 0")
-        if not 0 < self.period_min <= self.period_max:
-            problems.append(f"need 0 < period_min <= period_max, got {self.period_min}, {self.period_max}")
-        if self.noise_std < 0:
-            problems.append(f"noise_std must be >= 0, got {self.noise_std}")
-        if problems:
-            raise ValueError("; ".join(problems))
+        checks = [
+            ("size", self.size >= 8, f"must be >= 8, got {self.size}"),
+            ("radius_min", 0 < self.radius_min <= self.radius_max,
+             f"need 0 < radius_min <= radius_max, got {self.radius_min}, {self.radius_max}"),
+            ("objects_min", 0 <= self.objects_min <= self.objects_max and self.objects_max >= 1,
+             f"need 0 <= objects_min <= objects_max, objects_max >= 1; got {self.objects_min}, {self.objects_max}"),
+            ("distractors_max", self.distractors_max >= 0, f"must be >= 0, got {self.distractors_max}"),
+            ("occluders_max", self.occluders_max >= 0, f"must be >= 0, got {self.occluders_max}"),
+            ("period_min", 0 < self.period_min <= self.period_max,
+             f"need 0 < period_min <= period_max, got {self.period_min}, {self.period_max}"),
+            ("noise_std", self.noise_std >= 0, f"must be >= 0, got {self.noise_std}"),
+        ]
+        for key, ok, message in checks:
+            if not ok:
+                raise ConfigError(key, message)
 
 
 def _chunk_generator(seed: int, split: str, chunk: int) -> torch.Generator:
@@ -250,10 +251,21 @@ class SyntheticShapes(Dataset):
 SHAPES_KNOBS = tuple(f.name for f in fields(ShapesConfig))
 
 
-@DATASETS.register("shapes")
+def _check_knobs(options: dict) -> None:
+    unknown = sorted(set(options) - set(SHAPES_KNOBS))
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown shapes option; known: {list(SHAPES_KNOBS)}")
+    ShapesConfig(**options)
+
+
+@DATASETS.register(
+    "shapes",
+    class_names=SyntheticShapes.class_names,
+    options={name: (hint, False) for name, hint in typing.get_type_hints(ShapesConfig).items()},
+    check=_check_knobs,
+    input_size=lambda options: (options.get("size", ShapesConfig.size),) * 2,
+)
 def shapes(*, split: str, num_images: int, seed: int = 0, **knobs) -> SyntheticShapes:
     """The embedded dataset; ``knobs`` are :class:`ShapesConfig` fields."""
-    unknown = sorted(set(knobs) - set(SHAPES_KNOBS))
-    if unknown:
-        raise TypeError(f"unknown shapes option(s) {unknown}; known: {list(SHAPES_KNOBS)}")
+    _check_knobs(knobs)
     return SyntheticShapes(split=split, num_images=num_images, seed=seed, config=ShapesConfig(**knobs))

@@ -92,7 +92,7 @@ class VOCSegmentation(Dataset):
         return image[(slice(None),) + sl], label[sl]
 
 
-@DATASETS.register("voc2012")
+@DATASETS.register("voc2012", class_names=VOC_CLASSES, input_size=lambda options: (options.get("crop_size", 512),) * 2)
 def voc2012(*, split: str, num_images: int | None = None, root: str, crop_size: int = 512, seed: int = 0,
             label_dir: str = "SegmentationClass") -> VOCSegmentation:
     """VOC 2012 (``split`` = a list in ImageSets/Segmentation, e.g. ``train_aug`` or ``val``).

@@ -1,11 +1,11 @@
 """PSPNet-50 and ICNet (Zhao et al., PSPNet CVPR 2017; ICNet ECCV 2018).
 
-* :class:`PSPNet`: a dilated ResNet-50 with the PSPNet deep stem (three 3x3 convolutions),
-  a channel-width multiplier (1.0; ICNet's half-channel baseline is 0.5, Table 2; the
-  "kernels kept" rates of Table 1 are 0.5 and 0.25) and output stride 8/16/32 (Table 1,
-  "feature downsampled"), the pyramid pooling module (bins 1/2/3/6) and a 3x3 + 1x1 head.
-  Its stages (stem, res2..res5, PSP, head) are separate modules so that benchmarks can time
-  each one (ICNet Fig. 1b).
+* :class:`PSPNet`: PSPNet's dilated ResNet-50 trunk (:func:`seg_core.backbones.dilated_resnet50`:
+  deep stem, channel-width multiplier 1.0 / 0.5 (ICNet's half-channel baseline, Table 2) /
+  0.25 (the "kernels kept" rates of Table 1), output stride 8/16/32 (Table 1, "feature
+  downsampled")), the pyramid pooling module (bins 1/2/3/6) and a 3x3 + 1x1 head. Its stages
+  (stem, res2..res5, PSP, head) are separate modules so that benchmarks can time each one
+  (ICNet Fig. 1b).
 * :class:`ICNet`: the official model, which differs from the paper's Fig. 2 drawing: the
   sub2 branch runs the half-width PSPNet-50 on the 1/2 image up to ``conv3_1`` (1/16), and
   the sub4 branch *continues from that feature*, downsampled x2 (1/32), through the rest of
@@ -13,72 +13,25 @@
   of taking its own 1/4 image. sub1 is a light branch of three strided 3x3 convolutions on
   the full image (1/8). Two :class:`CascadeFeatureFusion` units merge 1/32 -> 1/16 -> 1/8,
   a classifier at 1/4 gives the main output. Cascade label guidance (auxiliary classifiers
-  on each fusion's low-resolution input) exists only in training mode.
-
-The residual blocks are torchvision's ``Bottleneck`` (stride on the 3x3, ResNet v1.5; the
-official Caffe models stride the first 1x1).
+  on each fusion's low-resolution input) exists only in training mode; its targets are the
+  labels downsampled by :func:`seg_core.losses.downsample_labels` (majority per cell).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.resnet import Bottleneck
+from torchvision.ops import Conv2dNormActivation
 
-from seg_core.backbones import ConvBNReLU, StagedBackbone
-from seg_core.registry import BACKBONES, MODELS
+from seg_core.backbones import _width, dilated_resnet50
+from seg_core.contract import Segmenter
+from seg_core.registry import MODELS, ConfigError
 
 PSP_BINS = (1, 2, 3, 6)
-_DILATIONS = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}  # res2..res5
-
-
-def _width(channels: int, multiplier: float) -> int:
-    return max(1, int(round(channels * multiplier)))
-
-
-def _bottleneck_stage(inplanes: int, planes: int, blocks: int, stride: int, dilation: int) -> nn.Sequential:
-    """``blocks`` distinct torchvision Bottlenecks; a dilated stage keeps its resolution.
-
-    Every block of a dilated stage, the first included, uses the stage's full dilation, as the
-    official PSPNet/ICNet models do (res4: 2, res5: 4 at output stride 8). torchvision's
-    ``replace_stride_with_dilation`` halves the first block's dilation instead (DeepLab's
-    convention); parameter counts and MACs are the same either way.
-    """
-    out = planes * Bottleneck.expansion
-    downsample = None
-    if stride != 1 or inplanes != out:
-        downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
-    layers = [Bottleneck(inplanes, planes, stride, downsample, dilation=dilation)]
-    layers += [Bottleneck(out, planes, dilation=dilation) for _ in range(blocks - 1)]
-    return nn.Sequential(*layers)
-
-
-def dilated_resnet50(*, width: float = 1.0, output_stride: int = 8) -> StagedBackbone:
-    """PSPNet's ResNet-50: deep stem (3x3 s2 64, 3x3 64, 3x3 128, max pool), stages of
-    3/4/6/3 bottlenecks; res4/res5 dilate instead of striding beyond ``output_stride``.
-    ``width`` scales every channel count (0.5 = ICNet's half-channel PSPNet-50)."""
-    if output_stride not in _DILATIONS:
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
-    if not 0 < width <= 4:
-        raise ValueError(f"width multiplier must be in (0, 4], got {width}")
-    c1, c2 = _width(64, width), _width(128, width)
-    stem = nn.Sequential(ConvBNReLU(3, c1, 2), ConvBNReLU(c1, c1), ConvBNReLU(c1, c2), nn.MaxPool2d(3, 2, 1))
-    dilations = _DILATIONS[output_stride]
-    stages: OrderedDict[str, nn.Module] = OrderedDict()
-    inplanes, strides, total = c2, [], 4
-    for i, (blocks, base) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512))):
-        planes = _width(base, width)
-        stride = 1 if i == 0 or dilations[i] > 1 else 2
-        total *= stride
-        stages[f"layer{i + 1}"] = _bottleneck_stage(inplanes, planes, blocks, stride, dilations[i])
-        inplanes = planes * Bottleneck.expansion
-        strides.append(total)
-    return StagedBackbone(stem, stages, [_width(b, width) * 4 for b in (64, 128, 256, 512)], strides)
 
 
 class PyramidPooling(nn.Module):
@@ -94,7 +47,7 @@ class PyramidPooling(nn.Module):
     def __init__(self, channels: int, bins: Sequence[int] = PSP_BINS, mode: str = "concat") -> None:
         super().__init__()
         if mode not in ("concat", "sum"):
-            raise ValueError(f"pyramid pooling mode must be 'concat' or 'sum', got {mode!r}")
+            raise ConfigError("psp_mode", f"expected 'concat' or 'sum', got {mode!r}")
         self.bins, self.mode = tuple(bins), mode
         self.reduce = nn.ModuleList()
         if mode == "concat":
@@ -122,10 +75,10 @@ class PSPHead(nn.Sequential):
     """3x3 conv + BN + ReLU, dropout 0.1, 1x1 classifier (PSPNet's final layers)."""
 
     def __init__(self, in_channels: int, mid_channels: int, num_classes: int) -> None:
-        super().__init__(ConvBNReLU(in_channels, mid_channels), nn.Dropout2d(0.1), nn.Conv2d(mid_channels, num_classes, 1))
+        super().__init__(Conv2dNormActivation(in_channels, mid_channels, 3), nn.Dropout2d(0.1), nn.Conv2d(mid_channels, num_classes, 1))
 
 
-class PSPNet(nn.Module):
+class PSPNet(Segmenter):
     """PSPNet-50 (Zhao et al. 2017): dilated ResNet-50, pyramid pooling, head, x8 bilinear
     upsampling to the input size. ``stages()`` lists the modules in order, for per-stage timing."""
 
@@ -142,15 +95,9 @@ class PSPNet(nn.Module):
         return ([("stem", self.backbone.stem)] + [(names[n], self.backbone.stages[n]) for n in self.backbone.stage_names]
                 + [("psp", self.psp), ("head", self.classifier)])
 
-    def decode(self, features, size) -> dict[str, torch.Tensor]:
+    def decode(self, features, size, **extra) -> dict[str, torch.Tensor]:
         logits = self.classifier(self.psp(features[self.backbone.top]))
         return {"out": F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)}
-
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.decode(self.backbone(image), image.shape[-2:])
-
-    def decoder_parameters(self) -> list[nn.Parameter]:
-        return [*self.psp.parameters(), *self.classifier.parameters()]
 
 
 class CascadeFeatureFusion(nn.Module):
@@ -170,7 +117,7 @@ class CascadeFeatureFusion(nn.Module):
                  fusion: str = "cff") -> None:
         super().__init__()
         if fusion not in self.KERNELS:
-            raise ValueError(f"fusion must be one of {sorted(self.KERNELS)}, got {fusion!r}")
+            raise ConfigError("fusion", f"expected one of {sorted(self.KERNELS)}, got {fusion!r}")
         k, d = self.KERNELS[fusion]
         self.low = nn.Sequential(
             nn.Conv2d(low_channels, out_channels, k, padding=d * (k - 1) // 2, dilation=d, bias=False),
@@ -185,7 +132,7 @@ class CascadeFeatureFusion(nn.Module):
         return fused, self.aux_classifier(up) if self.training else None
 
 
-class ICNet(nn.Module):
+class ICNet(Segmenter):
     """ICNet, official structure (see the module docstring): sub1 (full image, light), sub2
     (1/2 image, PSPNet-50 to conv3_1), sub4 (sub2's conv3_1 downsampled x2, rest of the
     network + PSP); ``branches`` = ``"sub4"``, ``"sub24"`` or ``"sub124"`` (Table 2).
@@ -206,7 +153,7 @@ class ICNet(nn.Module):
     def __init__(self, num_classes: int, *, branches: str = "sub124", fusion: str = "cff", width: float = 0.5) -> None:
         super().__init__()
         if branches not in ("sub4", "sub24", "sub124"):
-            raise ValueError(f"branches must be 'sub4', 'sub24' or 'sub124', got {branches!r}")
+            raise ConfigError("branches", f"expected 'sub4', 'sub24' or 'sub124', got {branches!r}")
         self.branches = branches
         self.backbone = dilated_resnet50(width=width, output_stride=8)
         res3 = self.backbone.stages["layer2"]
@@ -226,7 +173,8 @@ class ICNet(nn.Module):
             self.cff_24 = CascadeFeatureFusion(c_psp, c3, c_cff, num_classes, fusion)
             if branches == "sub124":
                 c1, c2 = _width(32, scale), _width(64, scale)
-                self.sub1 = nn.Sequential(ConvBNReLU(3, c1, 2), ConvBNReLU(c1, c1, 2), ConvBNReLU(c1, c2, 2))
+                self.sub1 = nn.Sequential(Conv2dNormActivation(3, c1, 3, stride=2), Conv2dNormActivation(c1, c1, 3, stride=2),
+                                          Conv2dNormActivation(c1, c2, 3, stride=2))
                 self.cff_124 = CascadeFeatureFusion(c_cff, c2, c_cff, num_classes, fusion)
             self.classifier = nn.Conv2d(c_cff, num_classes, 1)
         self.decoder_inputs = ("image", "conv3_1", "res5")
@@ -239,7 +187,7 @@ class ICNet(nn.Module):
         x = self.backbone.stages["layer4"](self.backbone.stages["layer3"](self.res3_rest(x)))
         return {"image": image, "conv3_1": conv3_1, "res5": x}
 
-    def decode(self, features, size) -> dict[str, torch.Tensor]:
+    def decode(self, features, size, **extra) -> dict[str, torch.Tensor]:
         x = self.reduce(self.psp(features["res5"]))
         aux: dict[str, torch.Tensor] = {}
         if self.cff_24 is not None:
@@ -255,46 +203,37 @@ class ICNet(nn.Module):
             outputs.update({k: v for k, v in aux.items() if v is not None})
         return outputs
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.decode(self.extract(image), image.shape[-2:])
-
-    def decoder_parameters(self) -> list[nn.Parameter]:
-        backbone = {id(p) for p in self.backbone.parameters()}
-        return [p for p in self.parameters() if id(p) not in backbone]
-
-
-@BACKBONES.register("dilated_resnet50")
-def dilated_resnet50_backbone(*, width: float = 1.0, output_stride: int = 8, pretrained: str | None = None) -> StagedBackbone:
-    """PSPNet's dilated ResNet-50 (deep stem) as a registered backbone, for pretraining the
-    trunk that :func:`pspnet50` and :func:`icnet` load. No published weights at width != 1."""
-    if pretrained is not None:
-        raise ValueError("dilated_resnet50 has no published weights here; use the pretrain step")
-    return dilated_resnet50(width=width, output_stride=output_stride)
+    def parts(self) -> dict[str, tuple[str, ...]]:
+        trunk = ("backbone", "conv3_1", "res3_rest")  # conv3_1 and res3_rest alias the backbone's res3
+        return {"trunk": trunk, "decoder": tuple(n for n, _ in self.named_children() if n not in trunk)}
 
 
 def _trunk_options(backbone: str, backbone_options: dict | None, default_width: float) -> dict:
     if backbone != "dilated_resnet50":
-        raise ValueError(f"PSPNet/ICNet are built on 'dilated_resnet50', got backbone {backbone!r}")
+        raise ConfigError("backbone", f"PSPNet and ICNet are built on 'dilated_resnet50', got {backbone!r}")
     options = {"width": default_width, **(backbone_options or {})}
     unknown = set(options) - {"width", "output_stride", "pretrained"}
     if unknown:
-        raise ValueError(f"unknown backbone option(s) {sorted(unknown)}; expected width, output_stride")
+        raise ConfigError(f"backbone_options.{sorted(unknown)[0]}", "unknown option; expected width, output_stride")
     if options.get("pretrained") is not None:
-        raise ValueError("dilated_resnet50 has no published weights here; use the pretrain step")
+        raise ConfigError("backbone_options.pretrained", "dilated_resnet50 has no published weights here; the mini scale pretrains its own")
     return options
 
 
-@MODELS.register("pspnet50")
+@MODELS.register("pspnet50", example={"backbone_options": {"width": 0.0625}})
 def pspnet50(
     *, num_classes: int, backbone: str = "dilated_resnet50", backbone_options: dict[str, Any] | None = None
 ) -> PSPNet:
     """PSPNet-50; ``backbone_options``: ``width`` (1.0; 0.5 is ICNet's half-channel baseline,
     Table 2) and ``output_stride`` (8, 16 or 32)."""
     options = _trunk_options(backbone, backbone_options, 1.0)
-    return PSPNet(num_classes, width=options["width"], output_stride=options.get("output_stride", 8))
+    try:
+        return PSPNet(num_classes, width=options["width"], output_stride=options.get("output_stride", 8))
+    except ConfigError as e:
+        raise e.within("backbone_options") if e.key in ("width", "output_stride") else e from None
 
 
-@MODELS.register("icnet")
+@MODELS.register("icnet", example={"branches": "sub124", "backbone_options": {"width": 0.0625}})
 def icnet(
     *,
     num_classes: int,
@@ -307,5 +246,8 @@ def icnet(
     dc5 / dc7, ``backbone_options.width`` the trunk width (0.5 = the official model)."""
     options = _trunk_options(backbone, backbone_options, 0.5)
     if options.get("output_stride", 8) != 8:
-        raise ValueError("ICNet's trunk runs at output stride 8 (res4/res5 dilated)")
-    return ICNet(num_classes, branches=branches, fusion=fusion, width=options["width"])
+        raise ConfigError("backbone_options.output_stride", "ICNet's trunk runs at output stride 8 (res4/res5 dilated)")
+    try:
+        return ICNet(num_classes, branches=branches, fusion=fusion, width=options["width"])
+    except ConfigError as e:
+        raise e.within("backbone_options") if e.key == "width" else e from None

@@ -1,0 +1,148 @@
+"""A page's figure: paper vs ours along the spec's ``report.x`` (one line per ``report.series``
+value when given), or per variant. Error bars are the sample sd over seeds (seaborn,
+``errorbar="sd"``: deterministic); seeds are spread without random jitter, so the same results
+give the same bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from report import plotting
+from report.load import Table
+from report.tables import metric_name
+
+
+def _get(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _seed_offsets(seeds: pd.Series, step: float) -> pd.Series:
+    order = sorted(seeds.unique())
+    return seeds.map({sd: step * (i - (len(order) - 1) / 2) for i, sd in enumerate(order)})
+
+
+def _long(table: Table) -> pd.DataFrame:
+    """One row per run: variant, seed, value (%), x, series."""
+    report = table.spec.report
+    runs = table.runs.copy()
+    x_key, x_default = report.get("x"), report.get("x_default")
+    runs["x"] = [(_get(r["config"], x_key) if x_key else None) for r in runs["record"]]
+    runs["x"] = runs["x"].map(lambda v: x_default if v is None else v)
+    series_key = report.get("series")
+    labels = report.get("series_labels", {})
+    runs["series"] = [labels.get(str(_get(r["config"], series_key)), str(_get(r["config"], series_key))) if series_key else ""
+                      for r in runs["record"]]
+    return runs
+
+
+def figure(table: Table, summary: pd.DataFrame, path: Path) -> bool:
+    if table.runs.empty:
+        return False
+    plt = plotting.pyplot()
+    report = table.spec.report
+    runs = _long(table)
+    if report.get("x") and report.get("series"):
+        fig = _series(table, summary, runs, plt)
+    elif report.get("x") and runs["x"].notna().all():
+        fig = _sweep(table, summary, runs, plt)
+    else:
+        fig = _variants(table, summary, runs, plt)
+    fig.suptitle(f"{table.spec.title} ({table.spec.paper_table})")
+    fig.tight_layout()
+    plotting.save(fig, path)
+    return True
+
+
+def _labels(table: Table) -> tuple[str, str]:
+    n = int(table.runs.groupby("variant").size().min())
+    return f"paper ({table.spec.paper_dataset})", f"ours, {table.tag} scale (mean ± sd over {n} seeds)"
+
+
+def _sweep(table, summary, runs, plt):
+    """Left: gain over the baseline along x, paper and ours; right: our value of every seed."""
+    import seaborn as sns
+
+    spec = table.spec
+    paper_label, ours_label = _labels(table)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    x_of = runs.drop_duplicates("variant").set_index("variant")["x"]
+    s = summary[summary.n > 0].assign(x=lambda d: d["variant"].map(x_of)).sort_values("x")
+    ax1.plot(s["x"], s["paper_delta"], "o--", color="0.35", label=paper_label)
+    ax1.errorbar(s["x"], s["delta"], yerr=s["delta_sd"].fillna(0), fmt="o-", color="C0", capsize=3, label=ours_label)
+    ax1.axhline(0, color="0.6", lw=0.8)
+    ax1.set_ylabel(f"{metric_name(spec.metric)} gain over {spec.baseline} (points)")
+    ax1.set_title("Gain over the baseline: paper vs reproduced")
+    ax1.legend(loc="upper left", fontsize=9)
+    ax2.scatter(runs["x"] + _seed_offsets(runs["seed"], 0.12), runs["value"], color="C0", alpha=0.6, s=22, label="one seed")
+    sns.lineplot(data=runs, x="x", y="value", errorbar="sd", color="C0", ax=ax2, label="mean ± sd")
+    ax2.set_ylabel(f"{metric_name(spec.metric)} (%)")
+    ax2.set_title(f"Reproduced, every seed ({table.tag} scale)")
+    ax2.legend(loc="lower right", fontsize=9)
+    for ax in (ax1, ax2):
+        ax.set_xlabel(spec.report.get("x_label", "x"))
+        ax.set_xticks(sorted(s["x"].unique()))
+    return fig
+
+
+def _series(table, summary, runs, plt):
+    """Paper (left) and ours (right) along x, one line per series (e.g. two head types)."""
+    import seaborn as sns
+
+    spec = table.spec
+    paper_label, ours_label = _labels(table)
+    series_of = runs.drop_duplicates("variant").set_index("variant")["series"]
+    x_of = runs.drop_duplicates("variant").set_index("variant")["x"]
+    s = summary[summary.n > 0].assign(series=lambda d: d["variant"].map(series_of), x=lambda d: d["variant"].map(x_of))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    palette = dict(zip(dict.fromkeys(s["series"]), sns.color_palette("tab10")))
+    for name, group in s.groupby("series", sort=False):
+        g = group.sort_values("x")
+        ax1.plot(g["x"], g["paper"], "o-" if len(g) > 1 else "s", color=palette[name], label=name)
+    sns.lineplot(data=runs, x="x", y="value", hue="series", hue_order=list(palette), palette=palette, errorbar="sd",
+                 err_style="bars", marker="o", ax=ax2)
+    ax1.set_title(paper_label)
+    ax2.set_title(ours_label)
+    for ax in (ax1, ax2):
+        ax.set_xlabel(spec.report.get("x_label", "x"))
+        ax.set_ylabel(f"{metric_name(spec.metric)} (%)")
+        ax.set_xticks(sorted(s["x"].unique()))
+        ax.legend(fontsize=9, title=None)
+    return fig
+
+
+def _variants(table, summary, runs, plt):
+    """Left: gain over the baseline per variant, paper vs ours; right: our value per seed."""
+    import seaborn as sns
+
+    spec = table.spec
+    paper_label, ours_label = _labels(table)
+    s = summary[summary.n > 0].reset_index(drop=True)
+    y = np.arange(len(s))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 0.9 + 0.55 * len(s) + 1.6))
+    ax1.barh(y - 0.2, s["paper_delta"].fillna(0), height=0.38, color="0.6", label=paper_label)
+    ax1.barh(y + 0.2, s["delta"], height=0.38, xerr=s["delta_sd"].fillna(0), color="C0", capsize=3, label=ours_label)
+    ax1.axvline(0, color="0.3", lw=0.8)
+    ax1.set_xlabel(f"{metric_name(spec.metric)} gain over {spec.baseline} (points)")
+    ax1.legend(fontsize=9, loc="best")
+    order = {v: i for i, v in enumerate(s["variant"])}
+    shown = runs[runs.variant.isin(order)]
+    ax2.scatter(shown["value"], shown["variant"].map(order) + _seed_offsets(shown["seed"], 0.12), color="C0", alpha=0.7, s=22,
+                label="one seed")
+    sns.pointplot(data=shown, x="value", y="variant", order=list(order), errorbar="sd", linestyle="none", color="C3",
+                  marker="|", markersize=14, capsize=0.2, ax=ax2, label="mean ± sd")
+    ax2.set_xlabel(f"{metric_name(spec.metric)} (%), ours, {table.tag} scale")
+    ax2.set_ylabel("")
+    ax2.legend(fontsize=9, loc="best")
+    ax1.set_yticks(y)
+    ax1.set_yticklabels(s["variant"])
+    ax1.invert_yaxis()
+    ax2.set_yticklabels([])
+    return fig

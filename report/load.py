@@ -1,0 +1,122 @@
+"""Loading: specs through the one schema, and exactly the records of the current configs.
+
+For a spec at a scale (or an override tag), the runs the page may use are those whose config,
+resolved from the spec as it is now, hashes to the record's file name. Every other file in the
+directory (an older learning rate, a hand-made copy) is listed as *stale* and never averaged
+in. Failed runs (diverged) are shown as such; runs without a record as missing. A record whose
+code fingerprint differs from the current code is flagged, file by file.
+
+A result file that cannot be read as a result stops the report (nothing is written) with the
+file and what to do about it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ablations.schema import RecordError, Spec, check_record, config_hash, run_config, run_filename, stale_sources
+
+SPLITS = {"val": "metrics", "holdout": "holdout_metrics"}
+
+
+class ReportInputError(Exception):
+    """A result file the report cannot use; names the file and the fix."""
+
+
+@dataclass
+class Table:
+    """One spec at one scale (or override tag), as the page shows it."""
+
+    spec: Spec
+    scale: str               # the spec's scale block used to resolve configs
+    tag: str                 # the results directory name (scale, or scale+hash of overrides)
+    runs: pd.DataFrame       # one row per successful run of the current configs
+    failed: list[dict] = field(default_factory=list)    # {"variant", "seed", "reason"}
+    missing: list[tuple[str, int]] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)      # files of other configs, not used
+    changed_code: dict[str, list[str]] = field(default_factory=dict)  # file -> sources changed since
+    expected: int = 0        # runs the spec plans (variants x its seeds); extra seeds are used too
+    paper_models: dict | None = None
+
+    @property
+    def directory(self) -> str:
+        return f"results/{self.spec.id}/{self.tag}/"
+
+
+def read_record(path: Path) -> dict:
+    try:
+        return check_record(json.loads(path.read_text(encoding="utf-8")), path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReportInputError(f"{path}: cannot be read ({e}); delete it and re-run the ablation") from None
+    except json.JSONDecodeError as e:
+        raise ReportInputError(f"{path}: not valid JSON ({e}); delete it and re-run the ablation") from None
+    except RecordError as e:
+        raise ReportInputError(f"{e}; delete it and re-run the ablation") from None
+
+
+def load_table(spec: Spec, results_dir: Path, tag: str, split: str = "val", root: Path | None = None) -> Table:
+    """The runs of ``spec`` in ``results/<id>/<tag>/`` that belong to its current configs."""
+    directory = results_dir / spec.id / tag
+    scale = tag.split("+", 1)[0]
+    files = sorted(directory.glob("*.json")) if directory.is_dir() else []
+    records = {p.name: read_record(p) for p in files}
+    overrides = next((r.get("overrides") for r in records.values() if r.get("overrides")), {}) if "+" in tag else {}
+    table = Table(spec, scale, tag, pd.DataFrame())
+    used: set[str] = set()
+    rows = []
+    planned = set() if "+" in tag else set(spec.seeds(scale))  # override runs: whatever seeds were run
+    seeds = sorted(planned | {r["seed"] for r in records.values()})
+    for variant in spec.variants:
+        for seed in seeds:
+            config = run_config(spec, scale, variant, seed, overrides)
+            name = run_filename(variant.slug, seed, config_hash(config))
+            record = records.get(name)
+            table.expected += seed in planned
+            if record is None or record["config_hash"] != config_hash(config):
+                if seed in planned:
+                    table.missing.append((variant.name, seed))
+                continue
+            used.add(name)
+            if record["status"] == "failed":
+                f = record["failure"]
+                lr = f.get("lr")
+                table.failed.append({"variant": variant.name, "seed": seed, "reason": f"{f['reason']} at step {f.get('step')}"
+                                     + (f" (lr {lr:.3g})" if isinstance(lr, (int, float)) else "")})
+                continue
+            if root is not None:
+                changed = stale_sources(record["provenance"].get("code", {}), root)
+                if changed:
+                    table.changed_code[name] = changed
+            metrics = record.get(SPLITS[split])
+            if not metrics:
+                raise ReportInputError(f"{directory / name}: no {SPLITS[split]} (the run held out no data: data.holdout_images)")
+            rows.append({"variant": variant.name, "seed": seed, "metrics": metrics, "record": record,
+                         "value": 100 * metrics.get(spec.metric, math.nan)})
+    table.stale = [f"{directory / n}" for n in sorted(set(records) - used)]
+    table.runs = pd.DataFrame(rows, columns=["variant", "seed", "metrics", "record", "value"])
+    if not table.runs.empty:
+        order = {v.name: i for i, v in enumerate(spec.variants)}
+        table.runs = table.runs.sort_values(by=["variant", "seed"], key=lambda c: c.map(order) if c.name == "variant" else c)
+        table.runs = table.runs.reset_index(drop=True)
+    paper = results_dir / spec.id / "paper_model.json"
+    if paper.is_file():
+        try:
+            table.paper_models = json.loads(paper.read_text(encoding="utf-8"))["variants"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ReportInputError(f"{paper}: not the paper-configuration counts ({e}); delete it and re-run the ablation") from None
+    return table
+
+
+def scales_with_results(spec: Spec, results_dir: Path) -> list[str]:
+    """``mini`` always; another scale when its results directory holds a result file."""
+    out = []
+    for scale in spec.scales:
+        directory = results_dir / spec.id / scale
+        if scale == "mini" or (directory.is_dir() and any(directory.glob("*.json"))):
+            out.append(scale)
+    return out

@@ -1,0 +1,164 @@
+"""Timing tables: a ``kind = "timing"`` spec + the benchmarks' measurements -> a page.
+
+Absolute times depend on the hardware (the paper's, named in the spec; ours, named on the
+page), so a timing table puts *ratios* side by side: each item's time over the reference
+item's (or the reference's over the item's, for ``compare = "speedup"``), measured in one run,
+next to the same ratio of the paper's figures (or the ratio the paper states). A ratio *agrees*
+when ours is within the spec's ``agree_factor`` of the paper's, either way. The MAC ratio says
+what the ratio would be if time were proportional to multiply-accumulates. Items with a
+``group`` (e.g. the stages of one network at one resolution) also get each item's share of its
+group and a stacked-bar figure.
+
+Measurements come from ``results/benchmarks/timing-<device>.json`` (pytest-benchmark JSON);
+each benchmark names in ``extra_info["measures"]`` the (spec, item) pairs it measures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ablations.schema import TimingSpec
+from report import plotting
+from report.load import ReportInputError
+from report.tables import fmt, markdown
+
+
+def load_measurements(path: Path) -> tuple[dict[tuple[str, str], dict], dict]:
+    """{(spec id, item): measurement} and the run's machine description."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        benchmarks = data["benchmarks"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ReportInputError(f"{path}: not a benchmark result ({e}); re-run nox -s benchmarks") from None
+    out = {}
+    for b in benchmarks:
+        info = b.get("extra_info", {})
+        for spec_id, item in info.get("measures", []):
+            out[(spec_id, item)] = {"ms": 1000 * b["stats"]["median"], "rounds": b["stats"]["rounds"],
+                                    "gmac": info.get("gmac"), "peak_mb": info.get("peak_memory_mb"),
+                                    "device": info.get("device"), "threads": info.get("threads")}
+    machine = {"cpu": (data.get("machine_info", {}).get("cpu") or {}).get("brand_raw", ""),
+               "datetime": data.get("datetime"), "commit": (data.get("commit_info") or {}).get("id")}
+    return out, machine
+
+
+def _ratio(a, b, speedup: bool) -> float:
+    if a is None or b is None or a <= 0 or b <= 0:
+        return math.nan
+    return b / a if speedup else a / b
+
+
+def rows(spec: TimingSpec, measured: dict) -> pd.DataFrame:
+    speedup = spec.compare == "speedup"
+    ref = next(i for i in spec.items if i.name == spec.reference)
+    ours_ref = measured.get((spec.id, ref.name), {})
+    out = []
+    for item in spec.items:
+        m = measured.get((spec.id, item.name), {})
+        paper = item.paper.get("ratio")
+        if paper is None:
+            paper = _ratio(item.paper.get("ms"), ref.paper.get("ms"), speedup)
+        ours = _ratio(m.get("ms"), ours_ref.get("ms"), speedup)
+        mac = _ratio(m.get("gmac"), ours_ref.get("gmac"), speedup)
+        if item.name == ref.name:
+            agreement = "reference"
+        elif math.isnan(paper) or math.isnan(ours):
+            agreement = "-"
+        else:
+            agreement = "agrees" if max(ours / paper, paper / ours) <= spec.agree_factor else "differs"
+        out.append({"item": item.name, "group": item.group, "paper_ms": item.paper.get("ms"), "ms": m.get("ms"),
+                    "paper_ratio": paper, "ratio": ours, "mac_ratio": mac, "gmac": m.get("gmac"),
+                    "paper_mem_gb": item.paper.get("mem_gb"), "peak_mb": m.get("peak_mb"), "memory": item.memory,
+                    "agreement": agreement, "measured": bool(m)})
+    return pd.DataFrame(out)
+
+
+def verdict(spec: TimingSpec, table: pd.DataFrame) -> tuple[str, str]:
+    """(label, sentence) from the ratios that have a paper figure."""
+    if not table["measured"].any():
+        return "no results", "not measured yet (nox -s benchmarks)"
+    compared = table[table.agreement.isin(["agrees", "differs"])]
+    if compared.empty:
+        return "incomplete", "no item with a paper figure was measured"
+    agree = int((compared.agreement == "agrees").sum())
+    label = "reproduced" if agree == len(compared) else "partially reproduced" if agree else "not reproduced"
+    word = "speedups" if spec.compare == "speedup" else "ratios"
+    detail = "; ".join(f"{r['item']}: ours {r['ratio']:.2f}x vs paper {r['paper_ratio']:.2f}x" for _, r in compared.iterrows())
+    return label, f"{label}: {agree} of {len(compared)} {word} agree within x{spec.agree_factor:g} ({detail})"
+
+
+def figure(spec: TimingSpec, table: pd.DataFrame, path: Path) -> bool:
+    """Stacked bars of the items' times per group, and their shares (when items have groups)."""
+    import seaborn as sns
+
+    grouped = table[table.group.notna() & table.measured]
+    if grouped.empty:
+        return False
+    plt = plotting.pyplot()
+    groups = list(dict.fromkeys(grouped["group"]))
+    parts = list(dict.fromkeys(grouped["item"].map(lambda n: n.split(" @ ")[0])))
+    colors = dict(zip(parts, sns.color_palette("tab10", len(parts))))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, share in ((ax1, False), (ax2, True)):
+        for j, group in enumerate(groups):
+            sub = grouped[grouped.group == group]
+            total, bottom = sub["ms"].sum(), 0.0
+            for _, r in sub.iterrows():
+                part = r["item"].split(" @ ")[0]
+                v = r["ms"] / (total / 100 if share else 1000)
+                ax.bar(j, v, bottom=bottom, color=colors[part], label=part if j == 0 else None, width=0.6)
+                bottom += v
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(groups)
+        ax.set_ylabel("share of the group (%)" if share else "time (s)")
+    ax1.set_title("Time per item")
+    ax2.set_title("Share of each item")
+    ax2.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9)
+    fig.suptitle(f"{spec.title} ({spec.paper_table})")
+    fig.tight_layout()
+    plotting.save(fig, path)
+    return True
+
+
+def page(spec: TimingSpec, table: pd.DataFrame, measured: dict, machine: dict, source: str, fig_rel: str | None) -> tuple[str, str]:
+    """Markdown of the page and the index sentence."""
+    label, sentence = verdict(spec, table)
+    first = next((measured[(spec.id, i.name)] for i in spec.items if (spec.id, i.name) in measured), {})
+    speedup = spec.compare == "speedup"
+    word = "speedup" if speedup else "ratio"
+    lines = [f"# {spec.title}", "", f"**Source:** {spec.source} ({spec.paper_hardware})  ", f"**Claim:** {spec.claim}  ",
+             f"**Measured on:** {first.get('device', '-')}, {first.get('threads', '-')} threads, {machine.get('cpu', '')}; "
+             f"batch 1, inference mode; median of the benchmark's rounds. Raw data: `{source}`.", "",
+             f"## Verdict: {label}", "", sentence[0].upper() + sentence[1:] + ".", "",
+             f"Absolute times are not comparable across hardware; ratios measured in one run are. Each {word} is taken "
+             f"against `{spec.reference}`" + (" (its time over the item's)" if speedup else " (the item's time over its)")
+             + f"; it *agrees* when ours is within x{spec.agree_factor:g} of the paper's. The MAC {word} is what it would "
+             "be if time were proportional to multiply-accumulates.", ""]
+    if spec.report.get("discussion"):
+        lines += ["**Our reading.** " + " ".join(spec.report["discussion"].split()), ""]
+    shown = []
+    totals = table[table.group.notna()].groupby("group")["ms"].sum() if table.group.notna().any() else {}
+    for _, r in table.iterrows():
+        row = {"item": r["item"], "paper ms": fmt(r["paper_ms"], ".0f"), "ours ms": fmt(r["ms"], ".0f"),
+               f"paper {word}": fmt(r["paper_ratio"], ".2f"), f"ours {word}": fmt(r["ratio"], ".2f"),
+               f"MAC {word}": fmt(r["mac_ratio"], ".2f"), "GMAC": fmt(r["gmac"], ".1f"), "agreement": r["agreement"]}
+        if table.group.notna().any():
+            row["share of group"] = "-" if pd.isna(r["group"]) or not r["measured"] else f"{100 * r['ms'] / totals[r['group']]:.1f} %"
+        if table["memory"].any():
+            row["paper memory (GB)"] = fmt(r["paper_mem_gb"], ".1f")
+            row["ours peak memory (MB)"] = fmt(r["peak_mb"], ".0f")
+        shown.append(row)
+    lines += ["## Table", "", markdown(pd.DataFrame(shown)), ""]
+    if table["memory"].any():
+        lines += ["Memory: the paper reports the GPU memory of the whole process; ours is the peak memory the forward pass "
+                  "adds (CPU: resident set in a fresh process; CUDA: `max_memory_allocated`). Compare ratios between rows, "
+                  "not values.", ""]
+    if fig_rel:
+        lines += [f"![{spec.title}]({fig_rel})", ""]
+    if spec.report.get("notes"):
+        lines += ["**Protocol notes.** " + " ".join(spec.report["notes"].split()), ""]
+    return "\n".join(lines) + "\n", sentence

@@ -1,0 +1,5 @@
+"""One module per model family, each with its modules, a private assembler and registered
+builders (:data:`seg_core.registry.MODELS`); the contract they follow is
+:mod:`seg_core.contract`."""
+
+from seg_core.models import gcn, icnet  # noqa: F401  (fill the registries)
