@@ -155,9 +155,7 @@ def run_sweep(
 
 def _attempt(run: dict, cache_dir: str, quiet: bool = False) -> dict:
     """Run once; a diverged run becomes a failed record (written, so it is not silently retried)."""
-    import faulthandler
-
-    faulthandler.enable()  # a native crash still says where
+    _enable_faulthandler()
     try:
         return execute_run(run, cache_dir=cache_dir, quiet=quiet)
     except TrainingDiverged as e:
@@ -170,6 +168,17 @@ def _attempt(run: dict, cache_dir: str, quiet: bool = False) -> dict:
         }
         write_atomic(Path(run["path"]), dumps(record))
         return record
+
+
+def _enable_faulthandler() -> None:
+    """A native crash (a segfault in a kernel) still prints where it happened."""
+    import faulthandler
+    import io
+
+    try:
+        faulthandler.enable()
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # stderr without a file descriptor (captured)
+        pass
 
 
 def _failure_line(run: dict) -> str:

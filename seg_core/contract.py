@@ -12,6 +12,8 @@
   (``model.decoder_inputs`` names them). ``model(image) == decode(extract(image), image size)``.
 * ``model.backbone`` is the :class:`~seg_core.backbones.StagedBackbone` whose weights are
   pretrained/loaded; ``model.decoder_parameters()`` is everything trained on top of it.
+* ``model.aliases`` names the top-level children that deliberately reuse modules of another
+  child (ICNet's sub4 branch continues through sub2's blocks); no other module is shared.
 * ``model.parts()`` groups the top-level children into named parts (``backbone``, ``head``,
   ``decoder``...) for parameter and MAC counts (:func:`seg_core.complexity.model_complexity`).
 
@@ -53,6 +55,7 @@ class Segmenter(nn.Module):
     backbone: StagedBackbone
     decoder_inputs: tuple[str, ...] = ()
     extra_inputs: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()  # top-level children that are, by design, modules of another child
 
     def extract(self, image: torch.Tensor) -> Mapping[str, torch.Tensor]:
         return self.backbone(image)

@@ -60,3 +60,42 @@ def test_voc_label_folder_is_an_option(tmp_path):
 def test_voc_missing_root_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.root"):
         DATASETS.build("voc2012", split="val", root=str(tmp_path))
+
+
+def _write_asymmetric_voc(root, n=6, size=(40, 60)):
+    """Images whose red channel is 255 exactly where the label is the object (class 15), so
+    an image and a label that were flipped or cropped differently no longer match."""
+    base = root / "VOCdevkit" / "VOC2012"
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (base / d).mkdir(parents=True, exist_ok=True)
+    names = [f"im{i}" for i in range(n)]
+    for i, name in enumerate(names):
+        label = np.zeros(size, dtype=np.uint8)
+        label[5 + i : 30, 3 + 2 * i : 25 + i] = 15  # off-centre: a flip moves it
+        image = np.zeros((*size, 3), dtype=np.uint8)
+        image[..., 0] = np.where(label == 15, 255, 0)
+        Image.fromarray(image).save(base / "JPEGImages" / f"{name}.png")
+        (base / "JPEGImages" / f"{name}.png").rename(base / "JPEGImages" / f"{name}.jpg")  # lossless under a .jpg name
+        img = Image.fromarray(label, mode="P")
+        img.putpalette([0] * 768)
+        img.save(base / "SegmentationClass" / f"{name}.png")
+    (base / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("\n".join(names) + "\n")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_flips_and_crops_keep_image_and_label_aligned_and_are_redrawn_per_sample(tmp_path, workers):
+    from seg_core.engine import TrainConfig, train_batches
+
+    _write_asymmetric_voc(tmp_path)
+    ds = DATASETS.build("voc2012", split="train_aug", root=str(tmp_path), crop_size=32)
+    config = TrainConfig(steps=12, batch_size=3, workers=workers)
+    seen = {}
+    for idx, batch in train_batches(ds, config, seed=0):
+        red = batch["image"][:, 0] == 255
+        obj = batch["label"] == 15
+        assert torch.equal(red, obj)  # every pixel: the image's object is where the label says
+        for i, label in zip(idx.tolist(), batch["label"]):
+            seen.setdefault(i, set()).add(label.numpy().tobytes())
+    assert max(len(v) for v in seen.values()) > 1  # the same image, augmented differently at different steps
+    again = [b["label"] for _, b in train_batches(ds, config, seed=0)]
+    assert all(torch.equal(a, b) for a, b in zip(again, [b["label"] for _, b in train_batches(ds, config, seed=0)]))

@@ -39,7 +39,7 @@ class VOCSegmentation(Dataset):
     class_names = VOC_CLASSES
     num_classes = len(VOC_CLASSES)
 
-    def __init__(self, *, root: str, split: str, crop_size: int = 512, train: bool | None = None, seed: int = 0,
+    def __init__(self, *, root: str, split: str, crop_size: int = 512, train: bool | None = None,
                  label_dir: str = "SegmentationClass") -> None:
         import torchvision
 
@@ -58,22 +58,31 @@ class VOCSegmentation(Dataset):
             self._pairs = [(str(base / "JPEGImages" / f"{n}.jpg"), str(base / label_dir / f"{n}.png")) for n in names]
         self.crop_size = crop_size
         self.train = split.startswith("train") if train is None else train
-        self._generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self._pairs)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        """Item ``index`` without augmentation (evaluation): padded to ``crop_size``."""
+        return self.get(index, None)
+
+    def get(self, index: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """Item ``index``; for a training split with a ``generator``, a random horizontal flip and
+        a random crop drawn from it (the engine seeds one per sample and step). Image and label
+        are loaded, flipped and cropped together."""
         from PIL import Image
 
         image_path, label_path = self._pairs[index]
         image = torch.from_numpy(np.array(Image.open(image_path).convert("RGB"))).permute(2, 0, 1).contiguous()
         label = torch.from_numpy(np.array(Image.open(label_path)))  # palette indices; 255 = void outline
-        if self.train and bool(torch.rand((), generator=self._generator) < 0.5):
+        augment = self.train and generator is not None
+        if augment and bool(torch.rand((), generator=generator) < 0.5):
             image, label = image.flip(-1), label.flip(-1)
         image, label = self._pad(image, label)
-        if self.train:
-            image, label = self._random_crop(image, label)
+        if augment:
+            image, label = self._random_crop(image, label, generator)
+        else:
+            image, label = image[:, : self.crop_size, : self.crop_size], label[: self.crop_size, : self.crop_size]
         return {"image": image, "label": label}
 
     def _pad(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,10 +93,10 @@ class VOCSegmentation(Dataset):
             label = F.pad(label, (0, pw, 0, ph), value=IGNORE_INDEX)
         return image, label
 
-    def _random_crop(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _random_crop(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = label.shape
-        top = int(torch.randint(0, h - self.crop_size + 1, (), generator=self._generator))
-        left = int(torch.randint(0, w - self.crop_size + 1, (), generator=self._generator))
+        top = int(torch.randint(0, h - self.crop_size + 1, (), generator=generator))
+        left = int(torch.randint(0, w - self.crop_size + 1, (), generator=generator))
         sl = (slice(top, top + self.crop_size), slice(left, left + self.crop_size))
         return image[(slice(None),) + sl], label[sl]
 
@@ -100,7 +109,8 @@ def voc2012(*, split: str, num_images: int | None = None, root: str, crop_size: 
     ``num_images`` is accepted for interface parity with the synthetic set and ignored unless
     smaller than the split, in which case the first ``num_images`` items are used.
     """
-    dataset = VOCSegmentation(root=root, split=split, crop_size=crop_size, seed=seed, label_dir=label_dir)
+    del seed  # augmentation is seeded per sample by the engine; data.seed is for generated datasets
+    dataset = VOCSegmentation(root=root, split=split, crop_size=crop_size, label_dir=label_dir)
     if num_images is not None and num_images < len(dataset):
         dataset._pairs = dataset._pairs[:num_images]
     return dataset

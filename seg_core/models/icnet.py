@@ -150,6 +150,8 @@ class ICNet(Segmenter):
     ``decode`` is everything trained on top. ``model(image) == decode(extract(image))``.
     """
 
+    aliases = ("conv3_1", "res3_rest")  # sub4 continues through sub2's res3 blocks (the official model)
+
     def __init__(self, num_classes: int, *, branches: str = "sub124", fusion: str = "cff", width: float = 0.5) -> None:
         super().__init__()
         if branches not in ("sub4", "sub24", "sub124"):
