@@ -1,10 +1,12 @@
 """Sessions: tests, lint, report, benchmarks, ablations, and ``ablation-<id>`` per spec file.
 
-Every session installs the project into its own uv-made virtualenv, reused between calls
+Timing specs (``kind = "timing"``) get ``ablation-<id>`` sessions too: they run that spec's
+benchmarks. Every session installs the project into its own uv-made virtualenv, reused between calls
 (``reuse_venv``), so torch is installed once per session, from uv's cache after the first time.
 Extra arguments go to the underlying command: ``nox -s ablation-gcn-k -- --seeds 0 1 2 3 4``.
 """
 
+import tomllib
 from pathlib import Path
 
 import nox
@@ -29,10 +31,15 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *(session.posargs or ["-q", "tests"]))
 
 
+LINTED = ("seg_core", "ablations", "report", "benchmarks", "tests", "noxfile.py")
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
+    """ruff: the lint rules and the formatting (``ruff format --check``)."""
     session.install("ruff>=0.5")
-    session.run("ruff", "check", "seg_core", "ablations", "report", "benchmarks", "tests", "noxfile.py")
+    session.run("ruff", "check", *LINTED)
+    session.run("ruff", "format", "--check", *LINTED)
 
 
 @nox.session
@@ -44,53 +51,84 @@ def report(session: nox.Session) -> None:
 
 @nox.session
 def benchmarks(session: nox.Session) -> None:
-    """Head latency benchmarks (pytest-benchmark); JSON under results/benchmarks/. ICNet: benchmark-icnet."""
+    """Every timing spec (at the papers' resolutions) and the head latencies, CPU and CUDA where
+    available; then the report. Writes results/benchmarks/timing-<device>.json and heads.json."""
     _install(session, "dev")
+    for device in _devices(session):
+        _timing(session, device)
     out = ROOT / "results" / "benchmarks"
-    out.mkdir(parents=True, exist_ok=True)
-    session.run("pytest", "benchmarks/test_gcn_heads.py", "--benchmark-only", f"--benchmark-json={out / 'heads.json'}",
-                *session.posargs)
-
-
-@nox.session(name="benchmark-icnet")
-def benchmark_icnet(session: nox.Session) -> None:
-    """ICNet timing tables at 1024x2048 (CPU; CUDA too where available), then the report page.
-
-    Writes results/benchmarks/icnet-cpu.json (and icnet-cuda.json), each through a temp file so
-    a failed or interrupted run leaves the previous results intact.
-    """
-    _install(session, "dev")
-    out = ROOT / "results" / "benchmarks"
-    out.mkdir(parents=True, exist_ok=True)
-    has_cuda = "yes" in session.run("python", "-c", "import torch; print('yes' if torch.cuda.is_available() else 'no')",
-                                    silent=True)
-    for device in ["cpu"] + (["cuda"] if has_cuda else []):
-        final = out / f"icnet-{device}.json"
-        tmp = out / f".icnet-{device}.json.tmp"
-        session.run("pytest", "benchmarks/test_icnet_timing.py", "--benchmark-only", "-k", device,
-                    f"--benchmark-json={tmp}", *session.posargs)
-        tmp.replace(final)
+    session.run(
+        "pytest",
+        "benchmarks/test_gcn_heads.py",
+        "--benchmark-only",
+        f"--benchmark-json={out / 'heads.json'}",
+        *session.posargs,
+    )
     session.run("python", "-m", "report")
+
+
+def _devices(session: nox.Session) -> list[str]:
+    has_cuda = "yes" in session.run(
+        "python", "-c", "import torch; print('yes' if torch.cuda.is_available() else 'no')", silent=True
+    )
+    return ["cpu"] + (["cuda"] if has_cuda else [])
+
+
+def _timing(session: nox.Session, device: str, spec_id: str | None = None) -> None:
+    """Measure the timing specs (or one) on ``device``; merge into results/benchmarks/timing-<device>.json
+    through a temp file, so a failed or interrupted run leaves the previous measurements intact."""
+    out = ROOT / "results" / "benchmarks"
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".timing-{device}.new.json"
+    env = {"SEGBENCH_TIMING_SPEC": spec_id} if spec_id else {}
+    session.run(
+        "pytest",
+        "benchmarks/test_timing.py",
+        "--benchmark-only",
+        "-k",
+        device,
+        f"--benchmark-json={tmp}",
+        *session.posargs,
+        env=env,
+    )
+    session.run("python", "-m", "benchmarks.merge", str(tmp), str(out / f"timing-{device}.json"))
+    tmp.unlink()
 
 
 @nox.session
 def ablations(session: nox.Session) -> None:
-    """Run every spec at the mini scale, then regenerate the report."""
+    """Run every ablation spec at the mini scale, then regenerate the report (timing: nox -s benchmarks)."""
     _install(session)
     for spec in SPECS:
-        session.run("python", "-m", "ablations", "run", spec.stem, *session.posargs)
+        if _kind(spec) == "ablation":
+            session.run("python", "-m", "ablations", "run", spec.stem, *session.posargs)
     session.run("python", "-m", "report")
 
 
-def _ablation_session(spec_id: str) -> None:
+def _kind(path: Path) -> str:
+    return tomllib.loads(path.read_text()).get("kind", "ablation")
+
+
+def _ablation_session(spec: Path) -> None:
+    spec_id, timing = spec.stem, _kind(spec) == "timing"
+
     @nox.session(name=f"ablation-{spec_id}")
     def run(session: nox.Session) -> None:
-        _install(session)
-        session.run("python", "-m", "ablations", "run", spec_id, *session.posargs)
+        if timing:
+            _install(session, "dev")
+            for device in _devices(session):
+                _timing(session, device, spec_id)
+        else:
+            _install(session)
+            session.run("python", "-m", "ablations", "run", spec_id, *session.posargs)
         session.run("python", "-m", "report")
 
-    run.__doc__ = f"Run the {spec_id} sweep (resuming), then regenerate the report."
+    run.__doc__ = (
+        f"Measure the {spec_id} timing table, then regenerate the report."
+        if timing
+        else f"Run the {spec_id} sweep (resuming), then regenerate the report."
+    )
 
 
 for _spec in SPECS:
-    _ablation_session(_spec.stem)
+    _ablation_session(_spec)

@@ -58,8 +58,10 @@ def _list(args) -> int:
         if spec.kind == "timing":
             print(f"{spec.id:<20} {'timing':<8} {spec.paper_table:<34} {len(spec.items):>8}  {'-':>9}  {spec.title}")
             continue
-        print(f"{spec.id:<20} {'ablation':<8} {spec.paper_table:<34} {len(spec.variants):>8}  "
-              f"{_status(spec, 'mini', args.results):>9}  {spec.title}")
+        print(
+            f"{spec.id:<20} {'ablation':<8} {spec.paper_table:<34} {len(spec.variants):>8}  "
+            f"{_status(spec, 'mini', args.results):>9}  {spec.title}"
+        )
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     return 2 if errors else 0
@@ -72,13 +74,23 @@ def _show(args, spec) -> int:
             print(f"  - {item.name:<22} paper: {item.paper}  model: {json.dumps(item.model, sort_keys=True)}")
         return 0
     if args.scale not in spec.scales:
-        raise SpecError(COMMAND_LINE, "--scale", f"no scale {args.scale!r} in {spec.file.name}; expected one of {sorted(spec.scales)}")
+        raise SpecError(
+            COMMAND_LINE,
+            "--scale",
+            f"no scale {args.scale!r} in {spec.file.name}; expected one of {sorted(spec.scales)}",
+        )
     runs = expand(spec, args.scale, results_dir=args.results)  # validates before printing anything
     done, _ = plan(runs)
-    lines = [f"{spec.id}: {spec.title}", f"  file:   {spec.file}", f"  source: {spec.source}",
-             f"  paper:  {spec.paper_table}, {spec.paper_dataset}", f"  claim:  {spec.claim}", f"  metric: {spec.metric}",
-             f"  scales: {', '.join(f'{s} (seeds {spec.seeds(s)})' for s in spec.scales)}",
-             f"  results at {args.scale}: {len(done)}/{len(runs)} runs done"]
+    lines = [
+        f"{spec.id}: {spec.title}",
+        f"  file:   {spec.file}",
+        f"  source: {spec.source}",
+        f"  paper:  {spec.paper_table}, {spec.paper_dataset}",
+        f"  claim:  {spec.claim}",
+        f"  metric: {spec.metric}",
+        f"  scales: {', '.join(f'{s} (seeds {spec.seeds(s)})' for s in spec.scales)}",
+        f"  results at {args.scale}: {len(done)}/{len(runs)} runs done",
+    ]
     bases = sorted({str(p) for p in spec.document.origins.values()} - {str(spec.file)})
     if bases:
         lines.append(f"  extends: {', '.join(bases)}")
@@ -89,7 +101,9 @@ def _show(args, spec) -> int:
         for section in ("model", "data", "train"):
             for key, value in merged[section].items():
                 source = Path(spec.where(origin[f"{section}.{key}"])).name
-                lines.append(f"      {section}.{key} = {json.dumps(value, sort_keys=True)}   ({source}: {origin[f'{section}.{key}']})")
+                lines.append(
+                    f"      {section}.{key} = {json.dumps(value, sort_keys=True)}   ({source}: {origin[f'{section}.{key}']})"
+                )
     print("\n".join(lines))
     return 0
 
@@ -112,8 +126,14 @@ def main(argv: list[str] | None = None) -> int:
             raise SpecError(spec.file, "kind", "a timing spec is measured by its benchmarks: nox -s benchmarks")
         if args.jobs is not None and args.jobs < 1:
             raise SpecError(COMMAND_LINE, "--jobs", f"expected an integer >= 1, got {args.jobs}")
-        runs = expand(spec, args.scale, results_dir=args.results, seeds=args.seeds,
-                      overrides=args.overrides, variants=args.variant)
+        runs = expand(
+            spec,
+            args.scale,
+            results_dir=args.results,
+            seeds=args.seeds,
+            overrides=args.overrides,
+            variants=args.variant,
+        )
         if args.dry_run:
             for run in runs:
                 print(run["path"])
@@ -121,10 +141,16 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         write_paper_models(spec, args.results)
         result = run_sweep(runs, cache_dir=args.cache, jobs=args.jobs, retry_failed=args.retry_failed)
-        print(f"{spec.id}: {result.ran} ran, {result.reused} reused, {result.skipped} already done, "
-              f"{len(result.failed)} failed, {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        print(
+            f"{spec.id}: {result.ran} ran, {result.reused} reused, {result.skipped} already done, "
+            f"{len(result.failed)} failed, {time.perf_counter() - t0:.1f} s",
+            file=sys.stderr,
+        )
         if result.failed:
-            print("failed runs (recorded; run again with --retry-failed):\n  " + "\n  ".join(result.failed), file=sys.stderr)
+            print(
+                "failed runs (recorded; run again with --retry-failed):\n  " + "\n  ".join(result.failed),
+                file=sys.stderr,
+            )
             return 1
         return 0
     except (SpecError, RunnerBusy, NotWritable) as e:

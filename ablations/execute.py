@@ -32,20 +32,41 @@ from seg_core import engine
 from seg_core.complexity import model_complexity
 from seg_core.data import take
 from seg_core.metrics import band_width_for
+from seg_core.models import pretraining_network
 from seg_core.registry import DATASETS, LOSSES, METRIC_FAMILIES, MODELS, POSTPROCESSORS
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE_KEYS = ("name", "train_images", "val_images", "holdout_images")  # how much data, not which
 PRETRAIN_THREADS = 2  # fixed, so the pretrained weights do not depend on the machine's cores
-RUN_THREADS = 1       # fixed per run; parallelism comes from running several runs at once
+RUN_THREADS = 1  # fixed per run; parallelism comes from running several runs at once
 MAC_CONVENTION = "MACs = multiply-accumulates (FlopCounterMode FLOPs / 2), batch 1"
 # Code every run depends on, besides the modules of its model's classes and its dataset.
-CORE_MODULES = ("seg_core.engine", "seg_core.losses", "seg_core.metrics", "seg_core.complexity", "seg_core.contract",
-                "seg_core.layers", "seg_core.backbones", "seg_core.registry", "seg_core.data", "ablations.execute")
+CORE_MODULES = (
+    "seg_core.engine",
+    "seg_core.losses",
+    "seg_core.metrics",
+    "seg_core.complexity",
+    "seg_core.contract",
+    "seg_core.layers",
+    "seg_core.backbones",
+    "seg_core.registry",
+    "seg_core.data",
+    "ablations.execute",
+)
 
 
 def _dataset_kwargs(data: dict) -> dict:
-    return {k: v for k, v in data.items() if k not in SIZE_KEYS}
+    """Builder options of a data section; a relative ``root`` is the project's (not the
+    current directory's), so a run finds its data wherever it is started from."""
+    kwargs = {k: v for k, v in data.items() if k not in SIZE_KEYS}
+    if "root" in kwargs:
+        kwargs["root"] = str(resolve_root(kwargs["root"]))
+    return kwargs
+
+
+def resolve_root(root: str) -> Path:
+    path = Path(root).expanduser()
+    return path if path.is_absolute() else ROOT / path
 
 
 @lru_cache(maxsize=4)
@@ -138,12 +159,6 @@ def provenance(code: dict[str, str]) -> dict:
 
 
 # ------------------------------------------------------------------------- pretraining
-def pretrain_model_config(config: dict) -> dict:
-    model = config["model"]
-    return {"name": "single_head", "backbone": model["backbone"], "head": "pointwise",
-            "backbone_options": model.get("backbone_options", {})}
-
-
 def pretrain_config(config: dict) -> dict | None:
     """What determines a run's pretrained backbone: backbone, data knobs, schedule, and code."""
     if not config.get("pretrain"):
@@ -157,9 +172,14 @@ def pretrain_config(config: dict) -> dict | None:
         "threads": PRETRAIN_THREADS,
     }
     classes, _ = dataset_facts(config["data"])
-    net = build_on_meta(pretrain_model_config(config), len(classes))
+    with torch.device("meta"):
+        net = pretraining_network(model["backbone"], _no_weights(model.get("backbone_options", {})), len(classes))
     pre["code"] = code_fingerprint(net, {"data": config["data"], "train": {}})
     return pre
+
+
+def _no_weights(options: dict) -> dict:
+    return {k: v for k, v in options.items() if k != "pretrained"}
 
 
 def pretrain_paths(cache_dir: Path, pre_cfg: dict) -> tuple[Path, Path]:
@@ -185,8 +205,8 @@ def read_pretrained(cache_dir: Path, pre_cfg: dict) -> tuple[dict | None, str | 
 def ensure_pretrained(cache_dir: Path, pre_cfg: dict, log=lambda m: print(m, file=sys.stderr)) -> dict:
     """Pretrain (once, cached) the backbone of ``pre_cfg``; returns its metadata.
 
-    Mini-scale stand-in for ImageNet/COCO pretraining: the backbone with a 1x1 classifier (the
-    paper's baseline network) is trained densely on the ``pretrain`` split, which shares no
+    Mini-scale stand-in for the papers' large-scale pretraining: the backbone with a 1x1
+    classifier (:func:`seg_core.models.pretraining_network`) is trained densely on the ``pretrain`` split, which shares no
     image with train/val. Runs then load it. A damaged cache entry (a truncated ``.pt`` or
     ``.json``) is reported with its path and pretrained again. The caller's thread count is
     restored afterwards.
@@ -209,16 +229,23 @@ def _pretrain(cache_dir: Path, pre_cfg: dict) -> dict:
     engine.seed_everything(p.get("seed", 0), PRETRAIN_THREADS)
     data = dict(pre_cfg["data"], train_images=p["images"], val_images=1)
     train_set = DATASETS.build(data["name"], split="pretrain", num_images=p["images"], **_dataset_kwargs(data))
-    model = build_model(pretrain_model_config({"model": {"backbone": pre_cfg["backbone"],
-                                                         "backbone_options": pre_cfg["backbone_options"]}}),
-                        len(train_set.class_names))
+    model = pretraining_network(pre_cfg["backbone"], pre_cfg["backbone_options"], len(train_set.class_names))
     schedule = engine.TrainConfig(
-        steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"], momentum=p.get("momentum", 0.9),
-        weight_decay=p.get("weight_decay", 1e-4), poly_power=p.get("poly_power", 0.9),
+        steps=p["steps"],
+        batch_size=p["batch_size"],
+        lr=p["lr"],
+        momentum=p.get("momentum", 0.9),
+        weight_decay=p.get("weight_decay", 1e-4),
+        poly_power=p.get("poly_power", 0.9),
     )
     stats = engine.train(model, train_set, schedule, seed=p.get("seed", 0), desc="pretrain backbone")
-    meta = {"config": pre_cfg, "hash": config_hash(pre_cfg), "train_s": stats["train_s"],
-            "final_loss": stats["final_loss"], "steps": stats["steps"]}
+    meta = {
+        "config": pre_cfg,
+        "hash": config_hash(pre_cfg),
+        "train_s": stats["train_s"],
+        "final_loss": stats["final_loss"],
+        "steps": stats["steps"],
+    }
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_suffix(f".pt.{os.getpid()}.tmp")
     torch.save(model.backbone.state_dict(), tmp)
@@ -266,16 +293,31 @@ def execute_run(run: dict[str, Any], *, cache_dir: str, quiet: bool = False) -> 
     schedule = engine.TrainConfig(**config["train"])
     # Features may be shared between runs only when the frozen weights are the same (a pretrained
     # backbone, identified by its hash) and the models extract the same features.
-    cache_key = None if pre_meta is None else (
-        pre_meta["hash"], json.dumps(data_cfg, sort_keys=True), type(model).__name__, tuple(model.decoder_inputs))
+    cache_key = (
+        None
+        if pre_meta is None
+        else (pre_meta["hash"], json.dumps(data_cfg, sort_keys=True), type(model).__name__, tuple(model.decoder_inputs))
+    )
     t0 = time.perf_counter()
-    train_stats = engine.train(model, train_set, schedule, seed=seed, desc=f"{run['variant']} s{seed}",
-                               feature_cache=_FEATURES, cache_key=cache_key)
+    train_stats = engine.train(
+        model,
+        train_set,
+        schedule,
+        seed=seed,
+        desc=f"{run['variant']} s{seed}",
+        feature_cache=_FEATURES,
+        cache_key=cache_key,
+    )
     eval_cfg = config.get("eval", {})
     height, width = (int(v) for v in val_set[0]["image"].shape[-2:])
-    evaluation = {"num_classes": len(class_names), "band_width": eval_cfg.get("band_width", band_width_for(height, width)),
-                  "batch_size": eval_cfg.get("batch_size", 64), "postprocess": eval_cfg.get("postprocess"),
-                  "metrics": eval_cfg.get("metrics", ()), "workers": eval_cfg.get("workers", 0)}
+    evaluation = {
+        "num_classes": len(class_names),
+        "band_width": eval_cfg.get("band_width", band_width_for(height, width)),
+        "batch_size": eval_cfg.get("batch_size", 64),
+        "postprocess": eval_cfg.get("postprocess"),
+        "metrics": eval_cfg.get("metrics", ()),
+        "workers": eval_cfg.get("workers", 0),
+    }
     metrics = engine.evaluate(model, val_set, **evaluation)
     eval_s = metrics.pop("eval_s")
     holdout_metrics = None
@@ -304,10 +346,14 @@ def execute_run(run: dict[str, Any], *, cache_dir: str, quiet: bool = False) -> 
             "steps_per_s": train_stats["steps_per_s"],
             "eval_s": eval_s,
         },
-        "training": {"steps": train_stats["steps"], "final_loss": train_stats["final_loss"],
-                     "loss_curve": train_stats["loss_curve"]},
-        "pretrained_backbone": None if pre_meta is None else {
-            "hash": pre_meta["hash"], "steps": pre_meta["steps"], "final_loss": pre_meta["final_loss"]},
+        "training": {
+            "steps": train_stats["steps"],
+            "final_loss": train_stats["final_loss"],
+            "loss_curve": train_stats["loss_curve"],
+        },
+        "pretrained_backbone": None
+        if pre_meta is None
+        else {"hash": pre_meta["hash"], "steps": pre_meta["steps"], "final_loss": pre_meta["final_loss"]},
         "provenance": provenance(code_fingerprint(model, config)),
     }
     write_atomic(Path(run["path"]), dumps(record))

@@ -91,7 +91,9 @@ def check_writable(directories: list[Path]) -> None:
         while not probe.exists():
             probe = probe.parent
         if not os.access(probe, os.W_OK | os.X_OK):
-            raise NotWritable(f"{probe} is not writable: results could not be saved; fix its permissions or pass --results")
+            raise NotWritable(
+                f"{probe} is not writable: results could not be saved; fix its permissions or pass --results"
+            )
 
 
 def run_sweep(
@@ -108,7 +110,10 @@ def run_sweep(
     failed_done = [r for r in done if read_result(Path(r["path"]), r["config_hash"])["status"] == "failed"]
     result = SweepResult(len(runs), len(done), failed=[_failure_line(r) for r in failed_done])
     if not pending:
-        log(f"{len(runs)} runs: all done" + (f" ({len(failed_done)} failed; --retry-failed runs them again)" if failed_done else ""))
+        log(
+            f"{len(runs)} runs: all done"
+            + (f" ({len(failed_done)} failed; --retry-failed runs them again)" if failed_done else "")
+        )
         return result
     check_writable(directories)
     with ExitStack() as stack:
@@ -160,10 +165,22 @@ def _attempt(run: dict, cache_dir: str, quiet: bool = False) -> dict:
         return execute_run(run, cache_dir=cache_dir, quiet=quiet)
     except TrainingDiverged as e:
         record = {
-            "schema": RECORD_VERSION, "status": "failed", "ablation": run["ablation"], "scale": run["scale"],
-            "scale_tag": run["scale_tag"], "variant": run["variant"], "seed": run["config"]["seed"],
-            "config_hash": run["config_hash"], "config": run["config"], "overrides": run.get("overrides", {}),
-            "failure": {"reason": "diverged", "step": e.step, "loss": e.loss if e.loss == e.loss else "nan", "lr": e.lr},
+            "schema": RECORD_VERSION,
+            "status": "failed",
+            "ablation": run["ablation"],
+            "scale": run["scale"],
+            "scale_tag": run["scale_tag"],
+            "variant": run["variant"],
+            "seed": run["config"]["seed"],
+            "config_hash": run["config_hash"],
+            "config": run["config"],
+            "overrides": run.get("overrides", {}),
+            "failure": {
+                "reason": "diverged",
+                "step": e.step,
+                "loss": e.loss if e.loss == e.loss else "nan",
+                "lr": e.lr,
+            },
             "provenance": provenance({}),
         }
         write_atomic(Path(run["path"]), dumps(record))
@@ -195,8 +212,10 @@ def _finish(run: dict, record: dict, bar, log, result: SweepResult) -> None:
         log(f"  {run['variant']:<14} seed {run['config']['seed']}: FAILED, {result.failed[-1].split(': ', 1)[1]}")
         return
     result.ran += 1
-    log(f"  {run['variant']:<14} seed {run['config']['seed']}: mIoU {100 * record['metrics']['miou']:.2f}  "
-        f"({record['timing']['wall_s']:.1f} s)")
+    log(
+        f"  {run['variant']:<14} seed {run['config']['seed']}: mIoU {100 * record['metrics']['miou']:.2f}  "
+        f"({record['timing']['wall_s']:.1f} s)"
+    )
 
 
 def _reuse(pending: list[dict], result: SweepResult, log) -> list[dict]:
@@ -209,10 +228,17 @@ def _reuse(pending: list[dict], result: SweepResult, log) -> list[dict]:
             left.append(run)
             continue
         source, record = found
-        copy = dict(record, ablation=run["ablation"], scale=run["scale"], scale_tag=run["scale_tag"],
-                    variant=run["variant"], overrides=run.get("overrides", {}),
-                    reused_from=source.relative_to(results_dir.parent).as_posix()
-                    if source.is_relative_to(results_dir.parent) else str(source))
+        copy = dict(
+            record,
+            ablation=run["ablation"],
+            scale=run["scale"],
+            scale_tag=run["scale_tag"],
+            variant=run["variant"],
+            overrides=run.get("overrides", {}),
+            reused_from=source.relative_to(results_dir.parent).as_posix()
+            if source.is_relative_to(results_dir.parent)
+            else str(source),
+        )
         write_atomic(Path(run["path"]), dumps(copy))
         _prune(run)
         result.reused += 1
@@ -250,8 +276,12 @@ def write_paper_models(spec: Spec, results_dir: Path) -> Path | None:
     if counts is None:
         return None
     path = results_dir / spec.id / "paper_model.json"
-    text = json.dumps({"schema": RECORD_VERSION, "paper_model": spec.paper_model, "variants": counts},
-                      indent=2, sort_keys=True) + "\n"
+    text = (
+        json.dumps(
+            {"schema": RECORD_VERSION, "paper_model": spec.paper_model, "variants": counts}, indent=2, sort_keys=True
+        )
+        + "\n"
+    )
     if not path.exists() or path.read_text() != text:
         check_writable([path.parent])
         write_atomic(path, text)

@@ -4,7 +4,7 @@ load through it, so both give the same errors).
 **Spec files** (TOML, one per paper table; :data:`SPEC_VERSION`). Two kinds:
 
 * ``kind = "ablation"`` (the default): ``id``, ``title``, ``source``, ``paper_table``,
-  ``paper_dataset`` (where the paper's numbers come from, e.g. "PASCAL VOC 2012 val"),
+  ``paper_dataset`` (where the paper's numbers come from: dataset and split),
   ``claim``, ``metric``, ``baseline``, optional ``headline``, ``[report]`` (with at least one
   ``[[report.checks]]``), optional ``[paper_model]``, ``[defaults]``, one ``[scales.<name>]``
   block per scale (``mini`` required) and ``[[variants]]``. A run config is
@@ -70,8 +70,14 @@ def slugify(name: str) -> str:
 
 # ---------------------------------------------------------------------------------- types
 def type_name(t: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "a boolean",
-            dict: "a table", list: "an array"}.get(t, getattr(t, "__name__", str(t)))
+    return {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "a boolean",
+        dict: "a table",
+        list: "an array",
+    }.get(t, getattr(t, "__name__", str(t)))
 
 
 def check_type(value: Any, expected: Any) -> str | None:
@@ -168,7 +174,9 @@ def load_document(path: str | Path, _chain: tuple[Path, ...] = ()) -> Document:
     raw = _read_toml(file)
     extends = raw.pop("extends", [])
     if check_type(extends, list[str]) is not None:
-        raise SpecError(file, "extends", f"expected an array of spec paths (relative to {file.parent}), got {extends!r}")
+        raise SpecError(
+            file, "extends", f"expected an array of spec paths (relative to {file.parent}), got {extends!r}"
+        )
     merged: dict = {}
     origins: dict[str, Path] = {}
     for i, base in enumerate(extends):
@@ -225,8 +233,11 @@ class Spec:
         """Merged sections for (scale, variant) and, per leaf key, the spec key path it came from."""
         merged: dict[str, dict] = {s: {} for s in SECTIONS}
         origin: dict[str, str] = {}
-        layers = [("defaults", self.defaults), (f"scales.{scale}", self.scales[scale]),
-                  (f"variants[{variant.index}]", variant.sections)]
+        layers = [
+            ("defaults", self.defaults),
+            (f"scales.{scale}", self.scales[scale]),
+            (f"variants[{variant.index}]", variant.sections),
+        ]
         for prefix, layer in layers:
             for section in SECTIONS:
                 for key, value in layer.get(section, {}).items():
@@ -273,32 +284,81 @@ class TimingSpec:
     document: Document
 
 
-_COMMON_TOP = {"id": (str, True), "kind": (str, False), "title": (str, True), "source": (str, True),
-               "paper_table": (str, True), "claim": (str, True), "report": (dict, False)}
-_TOP = {**_COMMON_TOP, "paper_dataset": (str, True), "metric": (str, True), "baseline": (str, True),
-        "headline": (str, False), "paper_model": (dict, False), "defaults": (dict, True), "scales": (dict, True),
-        "variants": (list, True)}
-_TIMING_TOP = {**_COMMON_TOP, "paper_hardware": (str, True), "num_classes": (int, True), "reference": (str, True), "compare": (str, True),
-               "agree_factor": (float, True), "defaults": (dict, False), "items": (list, True)}
-_REPORT = {"x": (str, False), "x_label": (str, False), "x_default": (float, False), "notes": (str, False),
-           "discussion": (str, False), "checks": (list, False), "columns": (list[str], False),
-           "complexity": (list[str], False), "paper_complexity": (list[str], False),
-           "series": (str, False), "series_labels": (dict, False)}
+_COMMON_TOP = {
+    "id": (str, True),
+    "kind": (str, False),
+    "title": (str, True),
+    "source": (str, True),
+    "paper_table": (str, True),
+    "claim": (str, True),
+    "report": (dict, False),
+}
+_TOP = {
+    **_COMMON_TOP,
+    "paper_dataset": (str, True),
+    "metric": (str, True),
+    "baseline": (str, True),
+    "headline": (str, False),
+    "paper_model": (dict, False),
+    "defaults": (dict, True),
+    "scales": (dict, True),
+    "variants": (list, True),
+}
+_TIMING_TOP = {
+    **_COMMON_TOP,
+    "paper_hardware": (str, True),
+    "num_classes": (int, True),
+    "reference": (str, True),
+    "compare": (str, True),
+    "agree_factor": (float, True),
+    "defaults": (dict, False),
+    "items": (list, True),
+}
+_REPORT = {
+    "x": (str, False),
+    "x_label": (str, False),
+    "x_default": (float, False),
+    "notes": (str, False),
+    "discussion": (str, False),
+    "checks": (list, False),
+    "columns": (list[str], False),
+    "complexity": (list[str], False),
+    "paper_complexity": (list[str], False),
+    "series": (str, False),
+    "series_labels": (dict, False),
+}
 _TIMING_REPORT = {"notes": (str, False), "discussion": (str, False)}
-_CHECK = {"claim": (str, True), "kind": (str, False), "a": (str, False), "b": (str, False), "metric": (str, False),
-          "expect": (str, False), "margin": (float, False), "min_rho": (float, False)}
+_CHECK = {
+    "claim": (str, True),
+    "kind": (str, False),
+    "a": (str, False),
+    "b": (str, False),
+    "metric": (str, False),
+    "expect": (str, False),
+    "margin": (float, False),
+    "min_rho": (float, False),
+}
 _PAPER_MODEL = {"num_classes": (int, True), "input_size": (list[int], True), "model": (dict, False)}
 _VARIANT_PAPER_MODEL = {"model": (dict, False)}
 _SCALE_META = {"seeds": (list[int], True), "description": (str, False)}
 _SECTION_TABLES = {s: (dict, False) for s in SECTIONS}
-_ITEM = {"name": (str, True), "model": (dict, False), "input_size": (list[int], False), "stage": (str, False),
-         "group": (str, False), "memory": (bool, False), "paper": (dict, False)}
+_ITEM = {
+    "name": (str, True),
+    "model": (dict, False),
+    "input_size": (list[int], False),
+    "stage": (str, False),
+    "group": (str, False),
+    "memory": (bool, False),
+    "paper": (dict, False),
+}
 _TIMING_DEFAULTS = {"model": (dict, False), "input_size": (list[int], False)}
 _COMPLEXITY = re.compile(r"^[a-z_][a-z0-9_]*\.(params|weights|macs)$")
 _MAX_SEED = 2**32 - 1  # torch seeds are 64-bit, numpy's and our data streams' 32-bit: keep to the smaller
 
 
-def check_table(doc: Document, path: str, table: Any, options: dict[str, tuple[Any, bool]], *, partial: bool = False) -> None:
+def check_table(
+    doc: Document, path: str, table: Any, options: dict[str, tuple[Any, bool]], *, partial: bool = False
+) -> None:
     if not isinstance(table, dict):
         raise doc.error(path, f"expected a table, got {table!r}")
     for key, value in table.items():
@@ -342,7 +402,9 @@ def load_spec(path: str | Path) -> Spec | TimingSpec:
         check_table(doc, path, block, {**_SCALE_META, **_SECTION_TABLES})
         seeds = block["seeds"]
         if not seeds or any(not 0 <= s <= _MAX_SEED for s in seeds) or len(set(seeds)) != len(seeds):
-            raise doc.error(f"{path}.seeds", f"expected a non-empty array of distinct integers in [0, {_MAX_SEED}], got {seeds!r}")
+            raise doc.error(
+                f"{path}.seeds", f"expected a non-empty array of distinct integers in [0, {_MAX_SEED}], got {seeds!r}"
+            )
         _check_sections_shallow(doc, path, block)
 
     variants_raw = raw["variants"]
@@ -351,8 +413,9 @@ def load_spec(path: str | Path) -> Spec | TimingSpec:
     variants, names, slugs = [], set(), {}
     for i, v in enumerate(variants_raw):
         path = f"variants[{i}]"
-        check_table(doc, path, v, {"name": (str, True), "paper": (dict, False), "paper_model": (dict, False),
-                                   **_SECTION_TABLES})
+        check_table(
+            doc, path, v, {"name": (str, True), "paper": (dict, False), "paper_model": (dict, False), **_SECTION_TABLES}
+        )
         if "paper_model" in v:
             if "paper_model" not in raw:
                 raise doc.error(f"{path}.paper_model", "needs a top-level [paper_model] (num_classes, input_size)")
@@ -363,7 +426,9 @@ def load_spec(path: str | Path) -> Spec | TimingSpec:
                 raise doc.error(f"{path}.paper.{key}", f"expected a number (the paper's value), got {value!r}")
         sections = {s: v[s] for s in SECTIONS if s in v}
         _check_sections_shallow(doc, path, sections)
-        variants.append(Variant(name, slugify(name), sections, dict(v.get("paper", {})), i, dict(v.get("paper_model", {}))))
+        variants.append(
+            Variant(name, slugify(name), sections, dict(v.get("paper", {})), i, dict(v.get("paper_model", {})))
+        )
 
     for key in ("baseline", "headline"):
         if key in raw and normalise_name(raw[key]) not in names:
@@ -372,21 +437,45 @@ def load_spec(path: str | Path) -> Spec | TimingSpec:
     if "paper_model" in raw:
         check_table(doc, "paper_model", raw["paper_model"], _PAPER_MODEL)
         if len(raw["paper_model"]["input_size"]) != 2 or min(raw["paper_model"]["input_size"]) < 1:
-            raise doc.error("paper_model.input_size", f"expected [height, width], got {raw['paper_model']['input_size']!r}")
+            raise doc.error(
+                "paper_model.input_size", f"expected [height, width], got {raw['paper_model']['input_size']!r}"
+            )
     if raw.get("report", {}).get("paper_complexity") and "paper_model" not in raw:
-        raise doc.error("report.paper_complexity", "needs a top-level [paper_model] to count at the paper's configuration")
-    return Spec(doc.file, raw["id"], kind, raw["title"], raw["source"], raw["paper_table"], raw["paper_dataset"],
-                raw["claim"], raw["metric"], normalise_name(raw["baseline"]),
-                normalise_name(raw["headline"]) if "headline" in raw else None, raw.get("report", {}),
-                raw.get("paper_model", {}), raw["defaults"], scales, tuple(variants), doc)
+        raise doc.error(
+            "report.paper_complexity", "needs a top-level [paper_model] to count at the paper's configuration"
+        )
+    return Spec(
+        doc.file,
+        raw["id"],
+        kind,
+        raw["title"],
+        raw["source"],
+        raw["paper_table"],
+        raw["paper_dataset"],
+        raw["claim"],
+        raw["metric"],
+        normalise_name(raw["baseline"]),
+        normalise_name(raw["headline"]) if "headline" in raw else None,
+        raw.get("report", {}),
+        raw.get("paper_model", {}),
+        raw["defaults"],
+        scales,
+        tuple(variants),
+        doc,
+    )
 
 
 def _check_id(doc: Document) -> None:
     spec_id = doc.data["id"]
     if not _SLUG.match(spec_id) or len(spec_id) > SLUG_MAX:
-        raise doc.error("id", f"expected a lower-case slug like 'gcn-k' (at most {SLUG_MAX} characters), got {spec_id!r}")
+        raise doc.error(
+            "id", f"expected a lower-case slug like 'my-table' (at most {SLUG_MAX} characters), got {spec_id!r}"
+        )
     if doc.file.stem != spec_id:
-        raise doc.error("id", f"expected the file's name ({doc.file.stem!r}): the id names its results and its page, got {spec_id!r}")
+        raise doc.error(
+            "id",
+            f"expected the file's name ({doc.file.stem!r}): the id names its results and its page, got {spec_id!r}",
+        )
 
 
 def _check_variant_name(doc: Document, path: str, raw_name: str, names: set[str], slugs: dict[str, str]) -> str:
@@ -394,15 +483,23 @@ def _check_variant_name(doc: Document, path: str, raw_name: str, names: set[str]
     if not name:
         raise doc.error(f"{path}.name", "expected a non-empty name")
     if any(c in raw_name for c in "|\n\r\t`"):
-        raise doc.error(f"{path}.name", f"expected a name without '|', '`', tabs or line breaks (they break the report's tables), got {raw_name!r}")
+        raise doc.error(
+            f"{path}.name",
+            f"expected a name without '|', '`', tabs or line breaks (they break the report's tables), got {raw_name!r}",
+        )
     if name in names:
         raise doc.error(f"{path}.name", f"duplicate variant name {name!r}")
     slug = slugify(name)
     if not slug:
-        raise doc.error(f"{path}.name", f"name {name!r} has no ASCII letter or digit to name its result files by; "
-                                        "add some (e.g. 'k=15' -> 'k-15')")
+        raise doc.error(
+            f"{path}.name",
+            f"name {name!r} has no ASCII letter or digit to name its result files by; add some (e.g. 'k=15' -> 'k-15')",
+        )
     if len(slug) > SLUG_MAX:
-        raise doc.error(f"{path}.name", f"name gives a file slug of {len(slug)} characters; at most {SLUG_MAX}, got {name[:40]!r}...")
+        raise doc.error(
+            f"{path}.name",
+            f"name gives a file slug of {len(slug)} characters; at most {SLUG_MAX}, got {name[:40]!r}...",
+        )
     if slug in slugs:
         raise doc.error(f"{path}.name", f"name {name!r} gives the file slug {slug!r}, already used by {slugs[slug]!r}")
     names.add(name)
@@ -418,7 +515,9 @@ def _check_metric(doc: Document, path: str, metric: Any) -> None:
 def _check_report(doc: Document, report: dict, names: set[str]) -> None:
     checks = report.get("checks", [])
     if not checks:
-        raise doc.error("report.checks", "expected at least one [[report.checks]] entry: the claims the table is judged on")
+        raise doc.error(
+            "report.checks", "expected at least one [[report.checks]] entry: the claims the table is judged on"
+        )
     for i, check in enumerate(checks):
         path = f"report.checks[{i}]"
         check_table(doc, path, check, _CHECK)
@@ -430,9 +529,13 @@ def _check_report(doc: Document, report: dict, names: set[str]) -> None:
         if kind == "ordering":
             for key in ("a", "b", "expect", "margin"):
                 if key in check:
-                    raise doc.error(f"{path}.{key}", "an ordering check compares every variant; it takes no a, b, expect or margin")
+                    raise doc.error(
+                        f"{path}.{key}", "an ordering check compares every variant; it takes no a, b, expect or margin"
+                    )
             if "min_rho" not in check:
-                raise doc.error(f"{path}.min_rho", "missing: the rank correlation (Spearman) the ordering needs, e.g. 0.8")
+                raise doc.error(
+                    f"{path}.min_rho", "missing: the rank correlation (Spearman) the ordering needs, e.g. 0.8"
+                )
             if not -1 <= check["min_rho"] <= 1:
                 raise doc.error(f"{path}.min_rho", f"expected a number in [-1, 1], got {check['min_rho']!r}")
             continue
@@ -440,7 +543,9 @@ def _check_report(doc: Document, report: dict, names: set[str]) -> None:
             if key not in check:
                 raise doc.error(f"{path}.{key}", "missing required key")
             if normalise_name(check[key]) not in names:
-                raise doc.error(f"{path}.{key}", f"expected the name of a variant ({sorted(names)}), got {check[key]!r}")
+                raise doc.error(
+                    f"{path}.{key}", f"expected the name of a variant ({sorted(names)}), got {check[key]!r}"
+                )
         if normalise_name(check["a"]) == normalise_name(check["b"]):
             raise doc.error(f"{path}.b", f"compares {check['a']!r} with itself")
         if "min_rho" in check:
@@ -459,7 +564,10 @@ def _check_report(doc: Document, report: dict, names: set[str]) -> None:
     for key in ("complexity", "paper_complexity"):
         for i, column in enumerate(report.get(key, [])):
             if not _COMPLEXITY.match(column):
-                raise doc.error(f"report.{key}[{i}]", f"expected '<part>.<params|weights|macs>' (e.g. 'head.weights'), got {column!r}")
+                raise doc.error(
+                    f"report.{key}[{i}]",
+                    f"expected '<part>.<params|weights|macs>' (e.g. 'head.weights'), got {column!r}",
+                )
 
 
 def _check_sections_shallow(doc: Document, prefix: str, block: dict) -> None:
@@ -498,13 +606,37 @@ def _load_timing(doc: Document) -> TimingSpec:
                 raise doc.error(f"{path}.paper.{key}", "unknown key; expected one of ['mem_gb', 'ms', 'ratio']")
             if check_type(value, float) is not None or value <= 0:
                 raise doc.error(f"{path}.paper.{key}", f"expected a positive number, got {value!r}")
-        items.append(TimingItem(name, model, (size[0], size[1]), item.get("stage"), item.get("group"),
-                                bool(item.get("memory", False)), dict(item.get("paper", {})), i))
+        items.append(
+            TimingItem(
+                name,
+                model,
+                (size[0], size[1]),
+                item.get("stage"),
+                item.get("group"),
+                bool(item.get("memory", False)),
+                dict(item.get("paper", {})),
+                i,
+            )
+        )
     if normalise_name(raw["reference"]) not in names:
         raise doc.error("reference", f"expected the name of an item ({sorted(names)}), got {raw['reference']!r}")
-    return TimingSpec(doc.file, raw["id"], "timing", raw["title"], raw["source"], raw["paper_table"],
-                      raw["paper_hardware"], raw["num_classes"], raw["claim"], normalise_name(raw["reference"]), raw["compare"],
-                      float(raw["agree_factor"]), raw.get("report", {}), tuple(items), doc)
+    return TimingSpec(
+        doc.file,
+        raw["id"],
+        "timing",
+        raw["title"],
+        raw["source"],
+        raw["paper_table"],
+        raw["paper_hardware"],
+        raw["num_classes"],
+        raw["claim"],
+        normalise_name(raw["reference"]),
+        raw["compare"],
+        float(raw["agree_factor"]),
+        raw.get("report", {}),
+        tuple(items),
+        doc,
+    )
 
 
 # ------------------------------------------------------------------------- resolved runs
@@ -569,8 +701,18 @@ def find_spec(spec_id: str, directory: Path) -> Path:
 
 
 # ------------------------------------------------------------------------- result records
-_RECORD = {"schema": int, "ablation": str, "scale": str, "scale_tag": str, "variant": str, "seed": int,
-           "config_hash": str, "config": dict, "status": str, "provenance": dict}
+_RECORD = {
+    "schema": int,
+    "ablation": str,
+    "scale": str,
+    "scale_tag": str,
+    "variant": str,
+    "seed": int,
+    "config_hash": str,
+    "config": dict,
+    "status": str,
+    "provenance": dict,
+}
 _RECORD_OK = {"metrics": dict, "complexity": dict, "timing": dict, "training": dict}
 STATUSES = ("ok", "failed")
 
@@ -620,8 +762,13 @@ def source_hash(path: Path) -> str:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                and isinstance(body[0].value.value, str):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(getattr(body[0], "value", None), ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
     return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:16]
 

@@ -67,7 +67,9 @@ def expand(
     scale, seed, variant or override (before anything runs). ``validate=False`` skips the
     model checks (for listing what is done, which must stay quick)."""
     if scale not in spec.scales:
-        raise SpecError(COMMAND_LINE, "--scale", f"no scale {scale!r} in {spec.file.name}; expected one of {sorted(spec.scales)}")
+        raise SpecError(
+            COMMAND_LINE, "--scale", f"no scale {scale!r} in {spec.file.name}; expected one of {sorted(spec.scales)}"
+        )
     seed_list = spec.seeds(scale) if seeds is None else check_seeds(list(seeds))
     parsed = parse_overrides(overrides or [])
     chosen = spec.variants
@@ -75,7 +77,11 @@ def expand(
         wanted = [normalise_name(v) for v in variants]
         unknown = sorted(set(wanted) - {v.name for v in spec.variants})
         if unknown:
-            raise SpecError(COMMAND_LINE, "--variant", f"unknown variant(s) {unknown}; expected from {[v.name for v in spec.variants]}")
+            raise SpecError(
+                COMMAND_LINE,
+                "--variant",
+                f"unknown variant(s) {unknown}; expected from {[v.name for v in spec.variants]}",
+            )
         chosen = tuple(v for v in spec.variants if v.name in wanted)
     tag = scale if not parsed else f"{scale}+{config_hash(parsed)[:6]}"
     runs: list[dict] = []
@@ -89,11 +95,19 @@ def expand(
         for seed in seed_list:
             config = {**{s: merged[s] for s in SECTIONS}, "seed": seed}
             h = config_hash(config)
-            runs.append({
-                "ablation": spec.id, "scale": scale, "scale_tag": tag, "variant": variant.name,
-                "slug": variant.slug, "config": config, "config_hash": h, "overrides": parsed,
-                "path": str(results_dir / spec.id / tag / run_filename(variant.slug, seed, h)),
-            })
+            runs.append(
+                {
+                    "ablation": spec.id,
+                    "scale": scale,
+                    "scale_tag": tag,
+                    "variant": variant.name,
+                    "slug": variant.slug,
+                    "config": config,
+                    "config_hash": h,
+                    "overrides": parsed,
+                    "path": str(results_dir / spec.id / tag / run_filename(variant.slug, seed, h)),
+                }
+            )
     if validate:
         validate_metrics(spec, [r["config"] for r in runs])
     return runs

@@ -30,13 +30,31 @@ from seg_core.losses import CompositeLoss
 from seg_core.metrics import SegmentationEvaluator
 from seg_core.registry import BACKBONES, DATASETS, INPUTS, METRIC_FAMILIES, MODELS, POSTPROCESSORS, TARGETS, ConfigError
 
-DATA_COMMON = {"name": (str, True), "train_images": (int, True), "val_images": (int, True),
-               "holdout_images": (int, False), "seed": (int, False), "root": (str, False)}
-PRETRAIN = {"images": (int, True), "steps": (int, True), "batch_size": (int, True), "lr": (float, True),
-            "momentum": (float, False), "weight_decay": (float, False), "poly_power": (float, False),
-            "seed": (int, False)}
-EVAL = {"batch_size": (int, False), "band_width": (float, False), "postprocess": (dict, False),
-        "metrics": (list[str], False), "workers": (int, False)}
+DATA_COMMON = {
+    "name": (str, True),
+    "train_images": (int, True),
+    "val_images": (int, True),
+    "holdout_images": (int, False),
+    "seed": (int, False),
+    "root": (str, False),
+}
+PRETRAIN = {
+    "images": (int, True),
+    "steps": (int, True),
+    "batch_size": (int, True),
+    "lr": (float, True),
+    "momentum": (float, False),
+    "weight_decay": (float, False),
+    "poly_power": (float, False),
+    "seed": (int, False),
+}
+EVAL = {
+    "batch_size": (int, False),
+    "band_width": (float, False),
+    "postprocess": (dict, False),
+    "metrics": (list[str], False),
+    "workers": (int, False),
+}
 MAX_SEED = 2**32 - 1
 
 Locate = Callable[[str], tuple[str, str]]  # config key ("model.k") -> (file, spec key path)
@@ -92,7 +110,11 @@ class _Checker:
         for key, (_, required) in options.items():
             if required and key not in table:
                 file, _ = self.locate(section)
-                raise SpecError(file, f"{section}.{key}", "missing required key (in defaults, the scale block, the variant or an override)")
+                raise SpecError(
+                    file,
+                    f"{section}.{key}",
+                    "missing required key (in defaults, the scale block, the variant or an override)",
+                )
 
     def at_least(self, section: str, table: dict, keys: tuple[str, ...], minimum: float, strict: bool = False) -> None:
         for key in keys:
@@ -156,9 +178,13 @@ def validate_run(config: dict, locate: Locate) -> None:
         c.at_least("pretrain", pre, ("lr",), 0, strict=True)
         c.at_least("pretrain", pre, ("momentum", "weight_decay", "poly_power"), 0)
         if pre["batch_size"] > pre["images"]:
-            raise c.fail("pretrain.batch_size", f"expected at most pretrain.images ({pre['images']}), got {pre['batch_size']}")
+            raise c.fail(
+                "pretrain.batch_size", f"expected at most pretrain.images ({pre['images']}), got {pre['batch_size']}"
+            )
         if "backbone" not in model:
-            raise c.fail("pretrain", f"pretraining needs a model with a named backbone; model {model['name']!r} has none")
+            raise c.fail(
+                "pretrain", f"pretraining needs a model with a named backbone; model {model['name']!r} has none"
+            )
 
     train = config["train"]
     c.table("train", train, dataclass_options(TrainConfig))
@@ -167,17 +193,25 @@ def validate_run(config: dict, locate: Locate) -> None:
     except ConfigError as e:
         raise c.fail(f"train.{e.key}", e.message) from None
     if schedule.batch_size > data["train_images"]:
-        raise c.fail("train.batch_size", f"expected at most data.train_images ({data['train_images']}), got {schedule.batch_size}")
+        raise c.fail(
+            "train.batch_size",
+            f"expected at most data.train_images ({data['train_images']}), got {schedule.batch_size}",
+        )
     try:
         criterion = CompositeLoss.from_config(schedule.loss)
     except ConfigError as e:
         raise c.fail(f"train.loss.{e.key}" if e.key != "loss" else "train.loss", e.message) from None
     for name in sorted(criterion.outputs - outputs):
-        raise c.fail("train.loss", f"a term reads output {name!r}, which model {model['name']!r} does not produce "
-                                   f"(its outputs in training: {sorted(outputs)})")
+        raise c.fail(
+            "train.loss",
+            f"a term reads output {name!r}, which model {model['name']!r} does not produce "
+            f"(its outputs in training: {sorted(outputs)})",
+        )
     for name in sorted(criterion.targets - {"label"}):
         if name not in TARGETS:
-            raise c.fail("train.loss", f"a term reads target {name!r}; known targets: label, {', '.join(TARGETS.names())}")
+            raise c.fail(
+                "train.loss", f"a term reads target {name!r}; known targets: label, {', '.join(TARGETS.names())}"
+            )
 
     ev = config.get("eval", {})
     c.table("eval", ev, EVAL)
@@ -206,8 +240,10 @@ def _check_weights(c: _Checker, model: dict) -> None:
         return
     check = BACKBONES.metadata(backbone).get("check_weights")
     if check is None:
-        raise c.fail("model.backbone_options.pretrained", f"backbone {backbone!r} has no published weights; "
-                                                          "the mini scale pretrains its own")
+        raise c.fail(
+            "model.backbone_options.pretrained",
+            f"backbone {backbone!r} has no published weights; the mini scale pretrains its own",
+        )
     try:
         check(name)
     except ConfigError as e:
@@ -225,7 +261,9 @@ def build_on_meta(model: dict, num_classes: int) -> nn.Module:
 
 
 @lru_cache(maxsize=256)
-def _meta_outputs(model_json: str, num_classes: int, input_size: tuple[int, int]) -> tuple[frozenset[str], str | None, str | None]:
+def _meta_outputs(
+    model_json: str, num_classes: int, input_size: tuple[int, int]
+) -> tuple[frozenset[str], str | None, str | None]:
     """(training outputs, the key of a builder error and its message) for one model config."""
     model = json.loads(model_json)
     try:
@@ -241,16 +279,18 @@ def _meta_outputs(model_json: str, num_classes: int, input_size: tuple[int, int]
 
     def check_kernel(module: nn.Conv2d, args) -> None:
         # Undilated kernels only: a dilated 3x3 whose taps fall off a small map degenerates to a
-        # smaller filter, which is legitimate (DeepLab v3 discusses it); a k x k kernel wider than
+        # smaller filter, which is legitimate (a rate too large degenerates towards 1x1); a k x k kernel wider than
         # 2 x map - 1 is not, and such kernels crashed torch's backward.
         if any(d != 1 for d in module.dilation):
             return
         size = args[0].shape[-2:]
         for extent, side in zip(_extent(module), size):
             if extent > 2 * side - 1:
-                too_large.append(f"a {tuple(module.kernel_size)} convolution (dilation {tuple(module.dilation)}) "
-                                 f"on a {tuple(size)} map: its extent {extent} is beyond 2 x {side} - 1, so some of "
-                                 "its taps can never meet the input")
+                too_large.append(
+                    f"a {tuple(module.kernel_size)} convolution (dilation {tuple(module.dilation)}) "
+                    f"on a {tuple(size)} map: its extent {extent} is beyond 2 x {side} - 1, so some of "
+                    "its taps can never meet the input"
+                )
 
     hooks = [m.register_forward_pre_hook(check_kernel) for m in net.modules() if isinstance(m, nn.Conv2d)]
     try:
@@ -291,7 +331,11 @@ def validate_metrics(spec, configs: list[dict]) -> None:
     """The spec's metric, its checks' and its report columns' metrics must be ones its runs produce."""
     known = metric_names(configs)
     uses = [("metric", spec.metric)]
-    uses += [(f"report.checks[{i}].metric", c["metric"]) for i, c in enumerate(spec.report.get("checks", [])) if "metric" in c]
+    uses += [
+        (f"report.checks[{i}].metric", c["metric"])
+        for i, c in enumerate(spec.report.get("checks", []))
+        if "metric" in c
+    ]
     uses += [(f"report.columns[{i}]", c) for i, c in enumerate(spec.report.get("columns", []))]
     for path, metric in uses:
         if metric not in known:

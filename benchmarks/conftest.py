@@ -7,7 +7,9 @@ import torch
 
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]),
+    pytest.param(
+        "cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+    ),
 ]
 
 
@@ -40,11 +42,13 @@ def bench_forward(benchmark, module: torch.nn.Module, x: torch.Tensor, device: s
     """Time ``module(x)`` at batch ``x.shape[0]`` in inference mode, synchronising on CUDA."""
     module = module.to(device).eval()
     x = x.to(device)
-    benchmark.extra_info.update({
-        **device_info(device, x),
-        "unit": "seconds per forward (pytest-benchmark); batch as in input_shape",
-        **info,
-    })
+    benchmark.extra_info.update(
+        {
+            **device_info(device, x),
+            "unit": "seconds per forward (pytest-benchmark); batch as in input_shape",
+            **info,
+        }
+    )
     benchmark.pedantic(timed_forward(module, x, device), rounds=10, iterations=1, warmup_rounds=2)
 
 

@@ -26,7 +26,9 @@ def _status_kb(field: str) -> int:
 def probe(model_cfg: dict, num_classes: int, size: tuple[int, int]) -> float:
     from seg_core.registry import MODELS
 
-    model = MODELS.build(model_cfg["name"], num_classes=num_classes, **{k: v for k, v in model_cfg.items() if k != "name"}).eval()
+    model = MODELS.build(
+        model_cfg["name"], num_classes=num_classes, **{k: v for k, v in model_cfg.items() if k != "name"}
+    ).eval()
     x = torch.randn(1, 3, *size)
     before = _status_kb("VmRSS")
     with torch.inference_mode():
@@ -34,12 +36,24 @@ def probe(model_cfg: dict, num_classes: int, size: tuple[int, int]) -> float:
     return (_status_kb("VmHWM") - before) / 1024
 
 
-def peak_forward_memory_mb(model_cfg: dict, num_classes: int, size: tuple[int, int], timeout: float = 600) -> float | None:
+def peak_forward_memory_mb(
+    model_cfg: dict, num_classes: int, size: tuple[int, int], timeout: float = 600
+) -> float | None:
     """Run :func:`probe` in a fresh interpreter; None where /proc is unavailable or the probe fails."""
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.memory_probe", json.dumps(model_cfg), str(num_classes), f"{size[0]}x{size[1]}"],
-            capture_output=True, text=True, timeout=timeout, check=True,
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.memory_probe",
+                json.dumps(model_cfg),
+                str(num_classes),
+                f"{size[0]}x{size[1]}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
         )
         return float(out.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):

@@ -25,5 +25,13 @@ def _head(kind: str, k: int):
 @pytest.mark.parametrize("kind,k", [("pointwise", 1)] + [(kind, k) for kind in ("gcn", "trivial") for k in (3, 7, 15)])
 def test_head_latency(benchmark, device, kind, k):
     head = _head(kind, k)
-    bench_forward(benchmark, head, torch.randn(SHAPE), device, head=kind, k=k,
-                  weights=weight_count(head), gmac=count_macs(head, SHAPE) / 1e9)
+    bench_forward(
+        benchmark,
+        head,
+        torch.randn(SHAPE),
+        device,
+        head=kind,
+        k=k,
+        weights=weight_count(head),
+        gmac=count_macs(head, SHAPE) / 1e9,
+    )

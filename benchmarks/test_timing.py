@@ -33,13 +33,20 @@ SPEC_DIR = Path(__file__).resolve().parent.parent / "ablations" / "specs"
 
 
 def _measurements() -> dict[str, dict]:
+    """Every distinct measurement of the timing specs (``SEGBENCH_TIMING_SPEC``: of that spec only)."""
+    only = os.environ.get("SEGBENCH_TIMING_SPEC")
     out: dict[str, dict] = {}
     for spec in load_specs(SPEC_DIR)[0]:
-        if spec.kind != "timing":
+        if spec.kind != "timing" or (only and spec.id != only):
             continue
         for item in spec.items:
-            what = {"model": item.model, "num_classes": spec.num_classes, "input_size": list(item.input_size),
-                    "stage": item.stage, "memory": item.memory}
+            what = {
+                "model": item.model,
+                "num_classes": spec.num_classes,
+                "input_size": list(item.input_size),
+                "stage": item.stage,
+                "memory": item.memory,
+            }
             key = json.dumps(what, sort_keys=True)
             out.setdefault(key, {**what, "measures": [], "id": f"{spec.id}:{item.name}".replace(" ", "")})
             out[key]["measures"].append([spec.id, item.name])
@@ -110,7 +117,10 @@ def test_timing(benchmark, device, key):
     if m["stage"] is None:
         fn, x = model, torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)
     else:
-        fn, x = dict(model.stages())[m["stage"]], _stage_input(model_json, m["num_classes"], size, m["stage"]).to(device)
+        fn, x = (
+            dict(model.stages())[m["stage"]],
+            _stage_input(model_json, m["num_classes"], size, m["stage"]).to(device),
+        )
     target = timed_forward(fn, x, device)
     peak = None
     if m["memory"] and device == "cuda":
@@ -122,16 +132,24 @@ def test_timing(benchmark, device, key):
     elif m["memory"]:
         peak = peak_forward_memory_mb(m["model"], m["num_classes"], size)
     rounds, warmup = _rounds(device)
-    benchmark.extra_info.update({
-        **device_info(device, x),
-        "measures": m["measures"],
-        "model": m["model"], "stage": m["stage"], "resolution": f"{size[0]}x{size[1]}",
-        "gmac": _macs(model_json, m["num_classes"], size, m["stage"]) / 1e9,
-        "params": count_parameters(model),
-        "peak_memory_mb": peak,
-        "memory_convention": None if not m["memory"] else (
-            "CUDA max_memory_allocated above the level before the forward" if device == "cuda"
-            else "CPU peak resident set (VmHWM) above the resident set before the forward, fresh process"),
-        "unit": "seconds per forward, batch 1",
-    })
+    benchmark.extra_info.update(
+        {
+            **device_info(device, x),
+            "measures": m["measures"],
+            "model": m["model"],
+            "stage": m["stage"],
+            "resolution": f"{size[0]}x{size[1]}",
+            "gmac": _macs(model_json, m["num_classes"], size, m["stage"]) / 1e9,
+            "params": count_parameters(model),
+            "peak_memory_mb": peak,
+            "memory_convention": None
+            if not m["memory"]
+            else (
+                "CUDA max_memory_allocated above the level before the forward"
+                if device == "cuda"
+                else "CPU peak resident set (VmHWM) above the resident set before the forward, fresh process"
+            ),
+            "unit": "seconds per forward, batch 1",
+        }
+    )
     benchmark.pedantic(target, rounds=rounds, iterations=1, warmup_rounds=warmup)

@@ -36,22 +36,22 @@ HOLDS, REVERSED, UNDECIDED, DIFFERS, INCOMPLETE = "holds", "reversed", "undecide
 @dataclass
 class CheckResult:
     claim: str
-    kind: str                 # "pairwise" | "ordering"
+    kind: str  # "pairwise" | "ordering"
     a: str
     b: str
     metric: str
     expect: str
     margin: float | None
     paper_delta: float
-    delta: float              # mean of the per-seed differences (pairwise) or rho (ordering)
+    delta: float  # mean of the per-seed differences (pairwise) or rho (ordering)
     delta_sd: float
     n: int
     ci_low: float
     ci_high: float
     outcome: str
     seeds_to_decide: int | None = None  # undecided pairwise claims: seeds likely needed (None: > MAX_SEEDS)
-    missing: str = ""                   # incomplete: what is missing
-    min_rho: float | None = None        # ordering claims: the rank correlation needed
+    missing: str = ""  # incomplete: what is missing
+    min_rho: float | None = None  # ordering claims: the rank correlation needed
 
     @property
     def holds(self) -> bool:
@@ -99,8 +99,22 @@ def judge_pairwise(check: dict, metric: str, paper: Mapping[str, Mapping[str, fl
     paired = (a - b).dropna()
     n = len(paired)
     paper_delta = paper_value(paper, check["a"], metric) - paper_value(paper, check["b"], metric)
-    result = CheckResult(check["claim"], "pairwise", check["a"], check["b"], metric, expect, margin, paper_delta,
-                         float(paired.mean()) if n else math.nan, math.nan, n, math.nan, math.nan, INCOMPLETE)
+    result = CheckResult(
+        check["claim"],
+        "pairwise",
+        check["a"],
+        check["b"],
+        metric,
+        expect,
+        margin,
+        paper_delta,
+        float(paired.mean()) if n else math.nan,
+        math.nan,
+        n,
+        math.nan,
+        math.nan,
+        INCOMPLETE,
+    )
     if n < 2:
         not_run = [name for name, values in ((check["a"], a), (check["b"], b)) if len(values) == 0]
         no_value = [name for name, values in ((check["a"], a), (check["b"], b)) if len(values) and values.isna().all()]
@@ -144,8 +158,23 @@ def judge_ordering(check: dict, metric: str, paper: Mapping[str, Mapping[str, fl
             theirs.append(float(figures[metric]))
             ours.append(float(values.mean()))
     n = len(theirs)
-    result = CheckResult(check["claim"], "ordering", "", "", metric, "ordering", None, math.nan, math.nan,
-                         math.nan, n, math.nan, math.nan, INCOMPLETE, min_rho=threshold)
+    result = CheckResult(
+        check["claim"],
+        "ordering",
+        "",
+        "",
+        metric,
+        "ordering",
+        None,
+        math.nan,
+        math.nan,
+        math.nan,
+        n,
+        math.nan,
+        math.nan,
+        INCOMPLETE,
+        min_rho=threshold,
+    )
     with_paper = sum(1 for figures in paper.values() if metric in figures)
     if n < with_paper or n < 3:
         result.missing = f"{with_paper - n} of {with_paper} variants not run"
@@ -164,7 +193,9 @@ def judge(check: dict, metric: str, paper: Mapping[str, Mapping[str, float]], df
     return judge_pairwise(check, metric, paper, df)
 
 
-def judge_all(checks: list[dict], metric: str, paper: Mapping[str, Mapping[str, float]], df: pd.DataFrame) -> list[CheckResult]:
+def judge_all(
+    checks: list[dict], metric: str, paper: Mapping[str, Mapping[str, float]], df: pd.DataFrame
+) -> list[CheckResult]:
     return [judge(c, metric, paper, df) for c in checks]
 
 
@@ -174,8 +205,10 @@ def describe(r: CheckResult) -> str:
         return f"{r.claim}: incomplete ({r.missing})"
     if r.kind == "ordering":
         return f"{r.claim}: {r.outcome} (rank correlation with the paper {r.delta:.2f}, needs >= {r.min_rho:g})"
-    text = (f"{r.claim}: {r.outcome} ({r.metric} {r.delta:+.2f} points, {100 * CI_LEVEL:g}% CI "
-            f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}], vs paper {r.paper_delta:+.1f})")
+    text = (
+        f"{r.claim}: {r.outcome} ({r.metric} {r.delta:+.2f} points, {100 * CI_LEVEL:g}% CI "
+        f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}], vs paper {r.paper_delta:+.1f})"
+    )
     if r.outcome == UNDECIDED:
         text += f"; {seeds_phrase(r)}"
     return text
@@ -189,7 +222,7 @@ def seeds_phrase(r: CheckResult) -> str:
 
 @dataclass
 class TableVerdict:
-    label: str      # reproduced | partially reproduced | not reproduced | undecided | incomplete | no results
+    label: str  # reproduced | partially reproduced | not reproduced | undecided | incomplete | no results
     sentence: str
 
 
@@ -205,7 +238,10 @@ def table_verdict(results: list[CheckResult]) -> TableVerdict:
     if counts[HOLDS] == total:
         return TableVerdict("reproduced", f"reproduced: all {total} claims hold")
     if counts[HOLDS]:
-        return TableVerdict("partially reproduced", f"partially reproduced: {counts[HOLDS]} of {total} claims hold ({tally}); not: {others}")
+        return TableVerdict(
+            "partially reproduced",
+            f"partially reproduced: {counts[HOLDS]} of {total} claims hold ({tally}); not: {others}",
+        )
     if counts[REVERSED] + counts[DIFFERS]:
         return TableVerdict("not reproduced", f"not reproduced: none of the {total} claims holds ({tally}); {others}")
     return TableVerdict("undecided", f"undecided: no claim can be decided with these seeds ({tally}); {others}")

@@ -38,8 +38,10 @@ def _long(table: Table) -> pd.DataFrame:
     runs["x"] = runs["x"].map(lambda v: x_default if v is None else v)
     series_key = report.get("series")
     labels = report.get("series_labels", {})
-    runs["series"] = [labels.get(str(_get(r["config"], series_key)), str(_get(r["config"], series_key))) if series_key else ""
-                      for r in runs["record"]]
+    runs["series"] = [
+        labels.get(str(_get(r["config"], series_key)), str(_get(r["config"], series_key))) if series_key else ""
+        for r in runs["record"]
+    ]
     return runs
 
 
@@ -81,7 +83,9 @@ def _sweep(table, summary, runs, plt):
     ax1.set_ylabel(f"{metric_name(spec.metric)} gain over {spec.baseline} (points)")
     ax1.set_title("Gain over the baseline: paper vs reproduced")
     ax1.legend(loc="upper left", fontsize=9)
-    ax2.scatter(runs["x"] + _seed_offsets(runs["seed"], 0.12), runs["value"], color="C0", alpha=0.6, s=22, label="one seed")
+    ax2.scatter(
+        runs["x"] + _seed_offsets(runs["seed"], 0.12), runs["value"], color="C0", alpha=0.6, s=22, label="one seed"
+    )
     sns.lineplot(data=runs, x="x", y="value", errorbar="sd", color="C0", ax=ax2, label="mean ± sd")
     ax2.set_ylabel(f"{metric_name(spec.metric)} (%)")
     ax2.set_title(f"Reproduced, every seed ({table.tag} scale)")
@@ -106,8 +110,18 @@ def _series(table, summary, runs, plt):
     for name, group in s.groupby("series", sort=False):
         g = group.sort_values("x")
         ax1.plot(g["x"], g["paper"], "o-" if len(g) > 1 else "s", color=palette[name], label=name)
-    sns.lineplot(data=runs, x="x", y="value", hue="series", hue_order=list(palette), palette=palette, errorbar="sd",
-                 err_style="bars", marker="o", ax=ax2)
+    sns.lineplot(
+        data=runs,
+        x="x",
+        y="value",
+        hue="series",
+        hue_order=list(palette),
+        palette=palette,
+        errorbar="sd",
+        err_style="bars",
+        marker="o",
+        ax=ax2,
+    )
     ax1.set_title(paper_label)
     ax2.set_title(ours_label)
     for ax in (ax1, ax2):
@@ -134,10 +148,28 @@ def _variants(table, summary, runs, plt):
     ax1.legend(fontsize=9, loc="best")
     order = {v: i for i, v in enumerate(s["variant"])}
     shown = runs[runs.variant.isin(order)]
-    ax2.scatter(shown["value"], shown["variant"].map(order) + _seed_offsets(shown["seed"], 0.12), color="C0", alpha=0.7, s=22,
-                label="one seed")
-    sns.pointplot(data=shown, x="value", y="variant", order=list(order), errorbar="sd", linestyle="none", color="C3",
-                  marker="|", markersize=14, capsize=0.2, ax=ax2, label="mean ± sd")
+    ax2.scatter(
+        shown["value"],
+        shown["variant"].map(order) + _seed_offsets(shown["seed"], 0.12),
+        color="C0",
+        alpha=0.7,
+        s=22,
+        label="one seed",
+    )
+    sns.pointplot(
+        data=shown,
+        x="value",
+        y="variant",
+        order=list(order),
+        errorbar="sd",
+        linestyle="none",
+        color="C3",
+        marker="|",
+        markersize=14,
+        capsize=0.2,
+        ax=ax2,
+        label="mean ± sd",
+    )
     ax2.set_xlabel(f"{metric_name(spec.metric)} (%), ours, {table.tag} scale")
     ax2.set_ylabel("")
     ax2.legend(fontsize=9, loc="best")

@@ -53,8 +53,13 @@ def render_table(table: Table, out_dir: Path, split: str = "val") -> tuple[dict[
     if table.failed:
         runs += f", {len(table.failed)} failed"
     sentence = verdict.sentence + ("; some results are from older code" if table.changed_code else "")
-    row = {"table": f"[{spec.title}]({spec.id}{suffix}.md)", "paper table": spec.paper_table,
-           "scale": table.tag, "runs": runs, "verdict": sentence}
+    row = {
+        "table": f"[{spec.title}]({spec.id}{suffix}.md)",
+        "paper table": spec.paper_table,
+        "scale": table.tag,
+        "runs": runs,
+        "verdict": sentence,
+    }
     return files, row
 
 
@@ -70,16 +75,34 @@ def render_timing(spec: TimingSpec, results_dir: Path, out_dir: Path) -> tuple[d
         table = timing.rows(spec, measured)
         fig_path = out_dir / "figures" / f"{spec.id}{suffix}.png"
         has_fig = table.group.notna().any() and table.measured.any()
-        source = path.relative_to(results_dir.parent).as_posix() if path.is_relative_to(results_dir.parent) else str(path)
-        text, sentence = timing.page(spec, table, measured, machine, source, f"figures/{fig_path.name}" if has_fig else None)
+        source = (
+            path.relative_to(results_dir.parent).as_posix() if path.is_relative_to(results_dir.parent) else str(path)
+        )
+        text, sentence = timing.page(
+            spec, table, measured, machine, source, f"figures/{fig_path.name}" if has_fig else None
+        )
         files[out_dir / f"{spec.id}{suffix}.md"] = text
         if has_fig:
             files[fig_path] = lambda p, s=spec, t=table: timing.figure(s, t, p)
-        rows.append({"table": f"[{spec.title}]({spec.id}{suffix}.md)", "paper table": spec.paper_table,
-                     "scale": f"timing, {device}", "runs": f"{int(table.measured.sum())}/{len(table)} items", "verdict": sentence})
+        rows.append(
+            {
+                "table": f"[{spec.title}]({spec.id}{suffix}.md)",
+                "paper table": spec.paper_table,
+                "scale": f"timing, {device}",
+                "runs": f"{int(table.measured.sum())}/{len(table)} items",
+                "verdict": sentence,
+            }
+        )
     if not rows:
-        rows.append({"table": spec.title, "paper table": spec.paper_table, "scale": "timing", "runs": f"0/{len(spec.items)} items",
-                     "verdict": "not measured yet (nox -s benchmarks)"})
+        rows.append(
+            {
+                "table": spec.title,
+                "paper table": spec.paper_table,
+                "scale": "timing",
+                "runs": f"0/{len(spec.items)} items",
+                "verdict": "not measured yet (nox -s benchmarks)",
+            }
+        )
     return files, rows
 
 
@@ -87,8 +110,9 @@ def _natural(text: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def generate(specs_dir: Path, results_dir: Path, out_dir: Path, *, split: str = "val", tag: str | None = None,
-             root: Path = ROOT) -> tuple[list[Path], list[str]]:
+def generate(
+    specs_dir: Path, results_dir: Path, out_dir: Path, *, split: str = "val", tag: str | None = None, root: Path = ROOT
+) -> tuple[list[Path], list[str]]:
     """Write index.md, the pages and figures; returns (written paths, spec errors). Raises
     :class:`ReportInputError` before writing anything when a result file cannot be used.
 
@@ -135,9 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--specs", type=Path, default=ROOT / "ablations" / "specs")
     p.add_argument("--results", type=Path, default=ROOT / "results")
     p.add_argument("--out", type=Path, default=ROOT / "report")
-    p.add_argument("--split", choices=sorted(SPLITS), default="val",
-                   help="judge on val (the report) or on the held-out training data (for choices; use another --out)")
-    p.add_argument("--tag", help="render the override runs of this scale tag (e.g. mini+1a2b3c) instead of the canonical ones")
+    p.add_argument(
+        "--split",
+        choices=sorted(SPLITS),
+        default="val",
+        help="judge on val (the report) or on the held-out training data (for choices; use another --out)",
+    )
+    p.add_argument(
+        "--tag", help="render the override runs of this scale tag (e.g. mini+1a2b3c) instead of the canonical ones"
+    )
     args = p.parse_args(argv)
     if (args.split != "val" or args.tag) and args.out.resolve() == (ROOT / "report").resolve():
         p.error("--split holdout and --tag write a side report: give it its own --out")
@@ -151,4 +181,3 @@ def main(argv: list[str] | None = None) -> int:
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     return 2 if errors else 0
-

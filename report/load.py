@@ -33,14 +33,14 @@ class Table:
     """One spec at one scale (or override tag), as the page shows it."""
 
     spec: Spec
-    scale: str               # the spec's scale block used to resolve configs
-    tag: str                 # the results directory name (scale, or scale+hash of overrides)
-    runs: pd.DataFrame       # one row per successful run of the current configs
-    failed: list[dict] = field(default_factory=list)    # {"variant", "seed", "reason"}
+    scale: str  # the spec's scale block used to resolve configs
+    tag: str  # the results directory name (scale, or scale+hash of overrides)
+    runs: pd.DataFrame  # one row per successful run of the current configs
+    failed: list[dict] = field(default_factory=list)  # {"variant", "seed", "reason"}
     missing: list[tuple[str, int]] = field(default_factory=list)
-    stale: list[str] = field(default_factory=list)      # files of other configs, not used
+    stale: list[str] = field(default_factory=list)  # files of other configs, not used
     changed_code: dict[str, list[str]] = field(default_factory=dict)  # file -> sources changed since
-    expected: int = 0        # runs the spec plans (variants x its seeds); extra seeds are used too
+    expected: int = 0  # runs the spec plans (variants x its seeds); extra seeds are used too
     paper_models: dict | None = None
 
     @property
@@ -85,8 +85,14 @@ def load_table(spec: Spec, results_dir: Path, tag: str, split: str = "val", root
             if record["status"] == "failed":
                 f = record["failure"]
                 lr = f.get("lr")
-                table.failed.append({"variant": variant.name, "seed": seed, "reason": f"{f['reason']} at step {f.get('step')}"
-                                     + (f" (lr {lr:.3g})" if isinstance(lr, (int, float)) else "")})
+                table.failed.append(
+                    {
+                        "variant": variant.name,
+                        "seed": seed,
+                        "reason": f"{f['reason']} at step {f.get('step')}"
+                        + (f" (lr {lr:.3g})" if isinstance(lr, (int, float)) else ""),
+                    }
+                )
                 continue
             if root is not None:
                 changed = stale_sources(record["provenance"].get("code", {}), root)
@@ -94,21 +100,34 @@ def load_table(spec: Spec, results_dir: Path, tag: str, split: str = "val", root
                     table.changed_code[name] = changed
             metrics = record.get(SPLITS[split])
             if not metrics:
-                raise ReportInputError(f"{directory / name}: no {SPLITS[split]} (the run held out no data: data.holdout_images)")
-            rows.append({"variant": variant.name, "seed": seed, "metrics": metrics, "record": record,
-                         "value": 100 * metrics.get(spec.metric, math.nan)})
+                raise ReportInputError(
+                    f"{directory / name}: no {SPLITS[split]} (the run held out no data: data.holdout_images)"
+                )
+            rows.append(
+                {
+                    "variant": variant.name,
+                    "seed": seed,
+                    "metrics": metrics,
+                    "record": record,
+                    "value": 100 * metrics.get(spec.metric, math.nan),
+                }
+            )
     table.stale = [f"{directory / n}" for n in sorted(set(records) - used)]
     table.runs = pd.DataFrame(rows, columns=["variant", "seed", "metrics", "record", "value"])
     if not table.runs.empty:
         order = {v.name: i for i, v in enumerate(spec.variants)}
-        table.runs = table.runs.sort_values(by=["variant", "seed"], key=lambda c: c.map(order) if c.name == "variant" else c)
+        table.runs = table.runs.sort_values(
+            by=["variant", "seed"], key=lambda c: c.map(order) if c.name == "variant" else c
+        )
         table.runs = table.runs.reset_index(drop=True)
     paper = results_dir / spec.id / "paper_model.json"
     if paper.is_file():
         try:
             table.paper_models = json.loads(paper.read_text(encoding="utf-8"))["variants"]
         except (ValueError, KeyError, TypeError) as e:
-            raise ReportInputError(f"{paper}: not the paper-configuration counts ({e}); delete it and re-run the ablation") from None
+            raise ReportInputError(
+                f"{paper}: not the paper-configuration counts ({e}); delete it and re-run the ablation"
+            ) from None
     return table
 
 

@@ -15,30 +15,43 @@ def warnings(table: Table) -> list[str]:
     """What the reader must know before reading the numbers: failed, missing and stale runs."""
     out = []
     for f in table.failed:
-        out.append(f"- **failed:** {f['variant']}, seed {f['seed']}: {f['reason']} (recorded; "
-                   f"`python -m ablations run {table.spec.id} --retry-failed` runs it again)")
+        out.append(
+            f"- **failed:** {f['variant']}, seed {f['seed']}: {f['reason']} (recorded; "
+            f"`python -m ablations run {table.spec.id} --retry-failed` runs it again)"
+        )
     if table.missing:
         listed = ", ".join(f"{v} seed {s}" for v, s in table.missing[:12]) + (" ..." if len(table.missing) > 12 else "")
         out.append(f"- **not run:** {len(table.missing)} of {table.expected} runs ({listed}).")
     if table.stale:
-        out.append(f"- **stale results, not used:** {len(table.stale)} file(s) in `{table.directory}` belong to no current "
-                   f"config of this spec (an older config, or a copy): {', '.join(f'`{p}`' for p in table.stale[:6])}"
-                   + (" ..." if len(table.stale) > 6 else "") + ".")
+        out.append(
+            f"- **stale results, not used:** {len(table.stale)} file(s) in `{table.directory}` belong to no current "
+            f"config of this spec (an older config, or a copy): {', '.join(f'`{p}`' for p in table.stale[:6])}"
+            + (" ..." if len(table.stale) > 6 else "")
+            + "."
+        )
     if table.changed_code:
         files = sorted({f for changed in table.changed_code.values() for f in changed})
-        out.append(f"- **results from older code:** {len(table.changed_code)} of the runs used here were produced before "
-                   f"a change to {', '.join(f'`{f}`' for f in files)}; re-run them (delete their files) to refresh.")
+        out.append(
+            f"- **results from older code:** {len(table.changed_code)} of the runs used here were produced before "
+            f"a change to {', '.join(f'`{f}`' for f in files)}; re-run them (delete their files) to refresh."
+        )
     return (["## Before reading", "", *out, ""]) if out else []
 
 
 def verdict_section(verdict: TableVerdict) -> list[str]:
-    return [f"## Verdict: {verdict.label}", "", verdict.sentence[0].upper() + verdict.sentence[1:] + ".", "",
-            f"- Each claim is judged on the per-seed paired differences of its two variants (same seed, same data order, "
-            f"same pretrained backbone): a {100 * CI_LEVEL:g}% Student-t interval for their mean. A claimed difference "
-            "*holds* when the interval excludes zero on the claimed side, is *reversed* when it excludes zero on the other "
-            "side, and is *undecided* otherwise; an *about equal* claim holds when the whole interval lies within the "
-            "spec's margin and *differs* when it lies wholly outside it. An ordering claim compares the paper's ranking of "
-            "the variants with ours (Spearman's rho against a threshold). See the claims table below.", ""]
+    return [
+        f"## Verdict: {verdict.label}",
+        "",
+        verdict.sentence[0].upper() + verdict.sentence[1:] + ".",
+        "",
+        f"- Each claim is judged on the per-seed paired differences of its two variants (same seed, same data order, "
+        f"same pretrained backbone): a {100 * CI_LEVEL:g}% Student-t interval for their mean. A claimed difference "
+        "*holds* when the interval excludes zero on the claimed side, is *reversed* when it excludes zero on the other "
+        "side, and is *undecided* otherwise; an *about equal* claim holds when the whole interval lies within the "
+        "spec's margin and *differs* when it lies wholly outside it. An ordering claim compares the paper's ranking of "
+        "the variants with ours (Spearman's rho against a threshold). See the claims table below.",
+        "",
+    ]
 
 
 def provenance(table: Table) -> list[str]:
@@ -49,42 +62,72 @@ def provenance(table: Table) -> list[str]:
     first = records[0]
     cfg = first["config"]
     prov = first["provenance"]
-    commits = sorted({(r["provenance"].get("git_commit") or "unknown")[:10] + (" (dirty)" if r["provenance"].get("git_dirty") else "")
-                      for r in records})
-    calibration = sorted({r["provenance"].get("calibration_gflops") for r in records if r["provenance"].get("calibration_gflops")})
+    commits = sorted(
+        {
+            (r["provenance"].get("git_commit") or "unknown")[:10]
+            + (" (dirty)" if r["provenance"].get("git_dirty") else "")
+            for r in records
+        }
+    )
+    calibration = sorted(
+        {r["provenance"].get("calibration_gflops") for r in records if r["provenance"].get("calibration_gflops")}
+    )
     reused = sum(1 for r in records if r.get("reused_from"))
     wall = sum(r["timing"]["wall_s"] for r in records if not r.get("reused_from"))
     pre = first.get("pretrained_backbone")
-    speed = (f" on machines doing {calibration[0]:g}-{calibration[-1]:g} GFLOP/s ({prov.get('calibration', 'fp32 matmul')})"
-             if calibration else "")
+    speed = (
+        f" on machines doing {calibration[0]:g}-{calibration[-1]:g} GFLOP/s ({prov.get('calibration', 'fp32 matmul')})"
+        if calibration
+        else ""
+    )
     seeds = sorted(runs["seed"].unique().tolist())
-    return ["## How these numbers were obtained", "",
-            f"- Runs: {len(runs)} ({runs.variant.nunique()} variants x seeds {seeds})"
-            + (f", {reused} of them copied from identical runs of other specs" if reused else "")
-            + f"; total run time {wall:.0f} s{speed}, {prov['threads']} thread(s) per run, {prov['device']}, torch {prov['torch']}.",
-            f"- Model: `{json.dumps(cfg['model'], sort_keys=True)}` (the first variant)"
-            + (f"; backbone pretrained once ({pre['steps']} steps, cached as {pre['hash'][:12]})" if pre else "") + ".",
-            f"- Data: `{json.dumps(cfg['data'], sort_keys=True)}`.",
-            f"- Training: `{json.dumps(cfg['train'], sort_keys=True)}`.",
-            f"- Code: commit {', '.join(commits)}; each record lists the source files it depends on and their hashes "
-            f"(`provenance.code`). Raw results: `{table.directory}` (one JSON per run).", ""]
+    return [
+        "## How these numbers were obtained",
+        "",
+        f"- Runs: {len(runs)} ({runs.variant.nunique()} variants x seeds {seeds})"
+        + (f", {reused} of them copied from identical runs of other specs" if reused else "")
+        + f"; total run time {wall:.0f} s{speed}, {prov['threads']} thread(s) per run, {prov['device']}, torch {prov['torch']}.",
+        f"- Model: `{json.dumps(cfg['model'], sort_keys=True)}` (the first variant)"
+        + (f"; backbone pretrained once ({pre['steps']} steps, cached as {pre['hash'][:12]})" if pre else "")
+        + ".",
+        f"- Data: `{json.dumps(cfg['data'], sort_keys=True)}`.",
+        f"- Training: `{json.dumps(cfg['train'], sort_keys=True)}`.",
+        f"- Code: commit {', '.join(commits)}; each record lists the source files it depends on and their hashes "
+        f"(`provenance.code`). Raw results: `{table.directory}` (one JSON per run).",
+        "",
+    ]
 
 
-def ablation_page(table: Table, summary: pd.DataFrame, verdict: TableVerdict, results: list[CheckResult],
-                  fig_rel: str | None, split: str = "val") -> str:
+def ablation_page(
+    table: Table,
+    summary: pd.DataFrame,
+    verdict: TableVerdict,
+    results: list[CheckResult],
+    fig_rel: str | None,
+    split: str = "val",
+) -> str:
     spec = table.spec
     scale_block = spec.scales[table.scale]
     if table.scale == "mini":
-        compare = (f"Mini-scale numbers come from the embedded synthetic dataset: compare *shapes and signs* (orderings, "
-                   f"relative gains, verdicts) with the paper's {spec.paper_dataset} numbers, not absolute values.")
+        compare = (
+            f"Mini-scale numbers come from the embedded synthetic dataset: compare *shapes and signs* (orderings, "
+            f"relative gains, verdicts) with the paper's {spec.paper_dataset} numbers, not absolute values."
+        )
     else:
         compare = f"`{table.scale}`-scale numbers, to compare with the paper's {spec.paper_dataset} numbers."
     lines = [f"# {spec.title}", ""]
     if split != "val":
-        lines += [f"> **Judged on the {split} split** (the training data each run held out), not on val: a side report "
-                  "for choices of schedule or hyperparameters, never the published numbers.", ""]
-    lines += [f"**Source:** {spec.source}  ", f"**Claim:** {spec.claim}  ",
-              f"**Scale:** `{table.tag}` — {scale_block.get('description', '')}. {compare}", ""]
+        lines += [
+            f"> **Judged on the {split} split** (the training data each run held out), not on val: a side report "
+            "for choices of schedule or hyperparameters, never the published numbers.",
+            "",
+        ]
+    lines += [
+        f"**Source:** {spec.source}  ",
+        f"**Claim:** {spec.claim}  ",
+        f"**Scale:** `{table.tag}` — {scale_block.get('description', '')}. {compare}",
+        "",
+    ]
     lines += warnings(table)
     lines += verdict_section(verdict)
     if spec.report.get("discussion"):
@@ -100,11 +143,15 @@ def ablation_page(table: Table, summary: pd.DataFrame, verdict: TableVerdict, re
 
 
 def index(rows: list[dict], errors: list[str]) -> str:
-    lines = ["# segbench report", "",
-             "Each row is one paper table re-run as a spec (`ablations/specs/`). Mini-scale rows use the embedded "
-             "synthetic dataset on CPU: they test whether the paper's *mechanism* shows, not its absolute numbers. "
-             "Timing rows compare ratios measured in one run with the paper's. Regenerate with `nox -s report` "
-             "(or `python -m report`).", ""]
+    lines = [
+        "# segbench report",
+        "",
+        "Each row is one paper table re-run as a spec (`ablations/specs/`). Mini-scale rows use the embedded "
+        "synthetic dataset on CPU: they test whether the paper's *mechanism* shows, not its absolute numbers. "
+        "Timing rows compare ratios measured in one run with the paper's. Regenerate with `nox -s report` "
+        "(or `python -m report`).",
+        "",
+    ]
     if errors:
         lines += ["**Specs that could not be read** (fix them; the other pages are current):", ""]
         lines += [f"- {e}" for e in errors] + [""]

@@ -15,10 +15,17 @@ import pandas as pd
 from report.checks import CI_LEVEL, CheckResult, seeds_phrase
 from report.load import Table
 
-METRIC_NAMES = {"miou": "mIoU", "pixel_acc": "pixel acc.", "mean_acc": "mean acc.",
-                "boundary_miou": "boundary-band mIoU", "interior_miou": "interior mIoU",
-                "boundary_pixel_acc": "boundary-band acc.", "interior_pixel_acc": "interior acc.",
-                "boundary_mean_acc": "boundary-band mean acc.", "interior_mean_acc": "interior mean acc."}
+METRIC_NAMES = {
+    "miou": "mIoU",
+    "pixel_acc": "pixel acc.",
+    "mean_acc": "mean acc.",
+    "boundary_miou": "boundary-band mIoU",
+    "interior_miou": "interior mIoU",
+    "boundary_pixel_acc": "boundary-band acc.",
+    "interior_pixel_acc": "interior acc.",
+    "boundary_mean_acc": "boundary-band mean acc.",
+    "interior_mean_acc": "interior mean acc.",
+}
 COUNT_NAMES = {"params": "params", "weights": "weights", "macs": "MMACs"}
 
 
@@ -38,7 +45,9 @@ def count(v) -> str:
 
 def markdown(frame: pd.DataFrame, align_first: str = "left") -> str:
     """A pipe table, first column left-aligned, the others right-aligned, cells as given."""
-    return frame.to_markdown(index=False, colalign=[align_first] + ["right"] * (frame.shape[1] - 1), disable_numparse=True)
+    return frame.to_markdown(
+        index=False, colalign=[align_first] + ["right"] * (frame.shape[1] - 1), disable_numparse=True
+    )
 
 
 def values(table: Table, variant: str, metric: str) -> pd.Series:
@@ -68,16 +77,24 @@ def summarise(table: Table) -> pd.DataFrame:
         runs = table.runs[table.runs.variant == v.name] if not table.runs.empty else table.runs
         first = runs["record"].iloc[0] if not runs.empty else None
         paper = v.paper.get(spec.metric)
-        row = {"variant": v.name, "paper": paper, "mean": ours.mean() if len(ours) else math.nan,
-               "sd": ours.std(ddof=1) if len(ours) > 1 else math.nan, "n": len(ours.dropna()),
-               "paper_delta": paper - base_paper if paper is not None and base_paper is not None else math.nan,
-               "delta": paired.mean() if len(paired) else math.nan,
-               "delta_sd": paired.std(ddof=1) if len(paired) > 1 else math.nan,
-               "record": first}
+        row = {
+            "variant": v.name,
+            "paper": paper,
+            "mean": ours.mean() if len(ours) else math.nan,
+            "sd": ours.std(ddof=1) if len(ours) > 1 else math.nan,
+            "n": len(ours.dropna()),
+            "paper_delta": paper - base_paper if paper is not None and base_paper is not None else math.nan,
+            "delta": paired.mean() if len(paired) else math.nan,
+            "delta_sd": paired.std(ddof=1) if len(paired) > 1 else math.nan,
+            "record": first,
+        }
         for metric in spec.report.get("columns", []):
             extra = values(table, v.name, metric)
             row[f"paper:{metric}"] = v.paper.get(metric)
-            row[f"ours:{metric}"] = (extra.mean() if len(extra) else math.nan, extra.std(ddof=1) if len(extra) > 1 else math.nan)
+            row[f"ours:{metric}"] = (
+                extra.mean() if len(extra) else math.nan,
+                extra.std(ddof=1) if len(extra) > 1 else math.nan,
+            )
         for column in spec.report.get("complexity", []):
             row[f"mini:{column}"] = complexity_value(first["complexity"], column) if first is not None else None
         for column in spec.report.get("paper_complexity", []):
@@ -119,21 +136,29 @@ def main_table(table: Table, summary: pd.DataFrame) -> list[str]:
             row[f"paper {metric_name(c)} (%)"] = fmt(r[f"paper:{c}"])
             row[f"ours {metric_name(c)} (%)"] = "not run" if r["n"] == 0 else f"{mean:.2f} ± {fmt(sd, '.2f')}"
         row[f"paper {metric_name(metric)} (%)"] = fmt(r["paper"])
-        row[f"ours {metric_name(metric)} (%)"] = "not run" if r["n"] == 0 else f"{r['mean']:.2f} ± {fmt(r['sd'], '.2f')} (n={r['n']})"
+        row[f"ours {metric_name(metric)} (%)"] = (
+            "not run" if r["n"] == 0 else f"{r['mean']:.2f} ± {fmt(r['sd'], '.2f')} (n={r['n']})"
+        )
         row["Δ paper"] = fmt(r["paper_delta"], "+.1f")
         row["Δ ours"] = fmt(r["delta"], "+.2f")
         rows.append(row)
-    notes = [f"Δ = difference to `{spec.baseline}` in points; ours is the mean of per-seed differences. "
-             "± is the sample standard deviation over seeds."]
+    notes = [
+        f"Δ = difference to `{spec.baseline}` in points; ours is the mean of per-seed differences. "
+        "± is the sample standard deviation over seeds."
+    ]
     if spec.report.get("complexity"):
-        notes.append(f"Counts of the {scale}-scale model: *params* all parameters, *weights* convolution weights only "
-                     "(the convention of the papers' parameter tables); MMACs = millions of multiply-accumulates of one "
-                     "forward pass at batch 1 (`torch.utils.flop_counter`, FLOPs / 2).")
+        notes.append(
+            f"Counts of the {scale}-scale model: *params* all parameters, *weights* convolution weights only "
+            "(the convention of the papers' parameter tables); MMACs = millions of multiply-accumulates of one "
+            "forward pass at batch 1 (`torch.utils.flop_counter`, FLOPs / 2)."
+        )
     if spec.report.get("paper_complexity"):
         pm = spec.paper_model
-        notes.append(f"*At paper config*: the same model counted at the paper's configuration ({pm['num_classes']} classes, "
-                     f"{pm['input_size'][0]}x{pm['input_size'][1]} input, the paper-scale backbone) on the meta device, next "
-                     "to the paper's own figure (which it rounds or truncates to thousands).")
+        notes.append(
+            f"*At paper config*: the same model counted at the paper's configuration ({pm['num_classes']} classes, "
+            f"{pm['input_size'][0]}x{pm['input_size'][1]} input, the paper-scale backbone) on the meta device, next "
+            "to the paper's own figure (which it rounds or truncates to thousands)."
+        )
     return [markdown(pd.DataFrame(rows)), "", " ".join(notes), ""]
 
 
@@ -143,7 +168,12 @@ def claims_table(results: list[CheckResult]) -> list[str]:
     rows = []
     for r in results:
         if r.kind == "ordering":
-            compared, ours, ci, paper = "variants with a paper value", fmt(r.delta, ".2f"), f"needs rho >= {r.min_rho:g}", "-"
+            compared, ours, ci, paper = (
+                "variants with a paper value",
+                fmt(r.delta, ".2f"),
+                f"needs rho >= {r.min_rho:g}",
+                "-",
+            )
         else:
             compared = f"{r.a} vs {r.b}"
             paper = fmt(r.paper_delta, "+.1f")
@@ -156,17 +186,33 @@ def claims_table(results: list[CheckResult]) -> list[str]:
             outcome += f" ({seeds_phrase(r)})"
         elif r.outcome == "incomplete":
             outcome += f" ({r.missing})"
-        rows.append({"claim": r.claim, "compared": compared, "metric": metric_name(r.metric), "Δ paper": paper,
-                     "Δ ours": ours, f"{100 * CI_LEVEL:g}% CI": ci, "outcome": outcome})
+        rows.append(
+            {
+                "claim": r.claim,
+                "compared": compared,
+                "metric": metric_name(r.metric),
+                "Δ paper": paper,
+                "Δ ours": ours,
+                f"{100 * CI_LEVEL:g}% CI": ci,
+                "outcome": outcome,
+            }
+        )
     frame = pd.DataFrame(rows)
-    table = frame.to_markdown(index=False, colalign=["left", "left", "left", "right", "right", "right", "left"],
-                              disable_numparse=True)
-    return ["## Claims", "", table, "",
-            f"Δ = a - b in points; ours is the mean ± sd of the per-seed differences (n seeds). The interval is the "
-            f"two-sided {100 * CI_LEVEL:g}% Student-t interval of that mean; for *about equal* claims it is compared "
-            "with the spec's equivalence margin. For an ordering claim, Δ ours is Spearman's rho between the paper's "
-            "values and our seed means. *Seeds to decide* assumes the observed mean and sd of the differences stay "
-            "as they are.", ""]
+    table = frame.to_markdown(
+        index=False, colalign=["left", "left", "left", "right", "right", "right", "left"], disable_numparse=True
+    )
+    return [
+        "## Claims",
+        "",
+        table,
+        "",
+        f"Δ = a - b in points; ours is the mean ± sd of the per-seed differences (n seeds). The interval is the "
+        f"two-sided {100 * CI_LEVEL:g}% Student-t interval of that mean; for *about equal* claims it is compared "
+        "with the spec's equivalence margin. For an ordering claim, Δ ours is Spearman's rho between the paper's "
+        "values and our seed means. *Seeds to decide* assumes the observed mean and sd of the differences stay "
+        "as they are.",
+        "",
+    ]
 
 
 def backbone_table(table: Table) -> list[str]:
@@ -182,13 +228,24 @@ def backbone_table(table: Table) -> list[str]:
         record = runs["record"][backbones == name].iloc[0]
         part = record["complexity"]["parts"].get("backbone", {})
         size = record["complexity"]["input_shape"]
-        rows.append({"backbone": f"`{name}`", "params": count(part.get("params")),
-                     f"MMACs ({size[2]}x{size[3]} image)": fmt(part["macs"] / 1e6 if part.get("macs") else None, ".1f"),
-                     "pretraining final loss": fmt((record.get("pretrained_backbone") or {}).get("final_loss"), ".4f")})
-    return ["## Backbones", "", markdown(pd.DataFrame(rows)), "",
-            "All parameters (BN included); MACs = multiply-accumulates of one forward pass at batch 1. The pretraining "
-            "loss (dense cross-entropy with a 1x1 head on the pretraining split, last logged step) stands in for the "
-            "paper's ImageNet error.", ""]
+        rows.append(
+            {
+                "backbone": f"`{name}`",
+                "params": count(part.get("params")),
+                f"MMACs ({size[2]}x{size[3]} image)": fmt(part["macs"] / 1e6 if part.get("macs") else None, ".1f"),
+                "pretraining final loss": fmt((record.get("pretrained_backbone") or {}).get("final_loss"), ".4f"),
+            }
+        )
+    return [
+        "## Backbones",
+        "",
+        markdown(pd.DataFrame(rows)),
+        "",
+        "All parameters (BN included); MACs = multiply-accumulates of one forward pass at batch 1. The pretraining "
+        "loss (dense cross-entropy with a 1x1 head on the pretraining split, last logged step) stands in for the "
+        "paper's pretraining error.",
+        "",
+    ]
 
 
 def region_tables(table: Table, summary: pd.DataFrame) -> list[str]:
@@ -202,13 +259,21 @@ def region_tables(table: Table, summary: pd.DataFrame) -> list[str]:
     for v in spec.variants:
         b, i = values(table, v.name, "boundary_miou"), values(table, v.name, "interior_miou")
         if len(b):
-            rows.append({"variant": v.name, "boundary band mIoU": fmt(b.mean(), ".2f"), "interior mIoU": fmt(i.mean(), ".2f")})
-    lines = ["## Where the gain comes from", "",
-             "mIoU (%) on the boundary band and on the interior, mean over seeds. The band is every labelled pixel whose "
-             f"centre lies within {band:g} px (Euclidean) of a label change, a pixel edge between 4-neighbours with "
-             "different labels (void and padding are no label: a void outline contributes its middle line, padding "
-             "nothing); a pixel next to a straight change is 0.5 px from it. The width scales with the image side "
-             "(`seg_core.metrics.band_width_for`). The interior is every other labelled pixel.", "", markdown(pd.DataFrame(rows)), ""]
+            rows.append(
+                {"variant": v.name, "boundary band mIoU": fmt(b.mean(), ".2f"), "interior mIoU": fmt(i.mean(), ".2f")}
+            )
+    lines = [
+        "## Where the gain comes from",
+        "",
+        "mIoU (%) on the boundary band and on the interior, mean over seeds. The band is every labelled pixel whose "
+        f"centre lies within {band:g} px (Euclidean) of a label change, a pixel edge between 4-neighbours with "
+        "different labels (void and padding are no label: a void outline contributes its middle line, padding "
+        "nothing); a pixel next to a straight change is 0.5 px from it. The width scales with the image side "
+        "(`seg_core.metrics.band_width_for`). The interior is every other labelled pixel.",
+        "",
+        markdown(pd.DataFrame(rows)),
+        "",
+    ]
     names = runs["record"].iloc[0].get("class_names")
     if names:
         per = []
@@ -216,7 +281,9 @@ def region_tables(table: Table, summary: pd.DataFrame) -> list[str]:
             sub = runs[runs.variant == name]
             if sub.empty:
                 continue
-            mean = pd.DataFrame([[math.nan if x is None else 100 * x for x in m["per_class_iou"]] for m in sub["metrics"]]).mean()
+            mean = pd.DataFrame(
+                [[math.nan if x is None else 100 * x for x in m["per_class_iou"]] for m in sub["metrics"]]
+            ).mean()
             per.append({"variant": name, **{c: fmt(mean[k]) for k, c in enumerate(names)}})
         if per:
             lines += ["Per-class IoU (%), mean over seeds:", "", markdown(pd.DataFrame(per)), ""]

@@ -38,11 +38,19 @@ def load_measurements(path: Path) -> tuple[dict[tuple[str, str], dict], dict]:
     for b in benchmarks:
         info = b.get("extra_info", {})
         for spec_id, item in info.get("measures", []):
-            out[(spec_id, item)] = {"ms": 1000 * b["stats"]["median"], "rounds": b["stats"]["rounds"],
-                                    "gmac": info.get("gmac"), "peak_mb": info.get("peak_memory_mb"),
-                                    "device": info.get("device"), "threads": info.get("threads")}
-    machine = {"cpu": (data.get("machine_info", {}).get("cpu") or {}).get("brand_raw", ""),
-               "datetime": data.get("datetime"), "commit": (data.get("commit_info") or {}).get("id")}
+            out[(spec_id, item)] = {
+                "ms": 1000 * b["stats"]["median"],
+                "rounds": b["stats"]["rounds"],
+                "gmac": info.get("gmac"),
+                "peak_mb": info.get("peak_memory_mb"),
+                "device": info.get("device"),
+                "threads": info.get("threads"),
+            }
+    machine = {
+        "cpu": (data.get("machine_info", {}).get("cpu") or {}).get("brand_raw", ""),
+        "datetime": data.get("datetime"),
+        "commit": (data.get("commit_info") or {}).get("id"),
+    }
     return out, machine
 
 
@@ -70,10 +78,23 @@ def rows(spec: TimingSpec, measured: dict) -> pd.DataFrame:
             agreement = "-"
         else:
             agreement = "agrees" if max(ours / paper, paper / ours) <= spec.agree_factor else "differs"
-        out.append({"item": item.name, "group": item.group, "paper_ms": item.paper.get("ms"), "ms": m.get("ms"),
-                    "paper_ratio": paper, "ratio": ours, "mac_ratio": mac, "gmac": m.get("gmac"),
-                    "paper_mem_gb": item.paper.get("mem_gb"), "peak_mb": m.get("peak_mb"), "memory": item.memory,
-                    "agreement": agreement, "measured": bool(m)})
+        out.append(
+            {
+                "item": item.name,
+                "group": item.group,
+                "paper_ms": item.paper.get("ms"),
+                "ms": m.get("ms"),
+                "paper_ratio": paper,
+                "ratio": ours,
+                "mac_ratio": mac,
+                "gmac": m.get("gmac"),
+                "paper_mem_gb": item.paper.get("mem_gb"),
+                "peak_mb": m.get("peak_mb"),
+                "memory": item.memory,
+                "agreement": agreement,
+                "measured": bool(m),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -87,7 +108,9 @@ def verdict(spec: TimingSpec, table: pd.DataFrame) -> tuple[str, str]:
     agree = int((compared.agreement == "agrees").sum())
     label = "reproduced" if agree == len(compared) else "partially reproduced" if agree else "not reproduced"
     word = "speedups" if spec.compare == "speedup" else "ratios"
-    detail = "; ".join(f"{r['item']}: ours {r['ratio']:.2f}x vs paper {r['paper_ratio']:.2f}x" for _, r in compared.iterrows())
+    detail = "; ".join(
+        f"{r['item']}: ours {r['ratio']:.2f}x vs paper {r['paper_ratio']:.2f}x" for _, r in compared.iterrows()
+    )
     return label, f"{label}: {agree} of {len(compared)} {word} agree within x{spec.agree_factor:g} ({detail})"
 
 
@@ -124,39 +147,64 @@ def figure(spec: TimingSpec, table: pd.DataFrame, path: Path) -> bool:
     return True
 
 
-def page(spec: TimingSpec, table: pd.DataFrame, measured: dict, machine: dict, source: str, fig_rel: str | None) -> tuple[str, str]:
+def page(
+    spec: TimingSpec, table: pd.DataFrame, measured: dict, machine: dict, source: str, fig_rel: str | None
+) -> tuple[str, str]:
     """Markdown of the page and the index sentence."""
     label, sentence = verdict(spec, table)
     first = next((measured[(spec.id, i.name)] for i in spec.items if (spec.id, i.name) in measured), {})
     speedup = spec.compare == "speedup"
     word = "speedup" if speedup else "ratio"
-    lines = [f"# {spec.title}", "", f"**Source:** {spec.source} ({spec.paper_hardware})  ", f"**Claim:** {spec.claim}  ",
-             f"**Measured on:** {first.get('device', '-')}, {first.get('threads', '-')} threads, {machine.get('cpu', '')}; "
-             f"batch 1, inference mode; median of the benchmark's rounds. Raw data: `{source}`.", "",
-             f"## Verdict: {label}", "", sentence[0].upper() + sentence[1:] + ".", "",
-             f"Absolute times are not comparable across hardware; ratios measured in one run are. Each {word} is taken "
-             f"against `{spec.reference}`" + (" (its time over the item's)" if speedup else " (the item's time over its)")
-             + f"; it *agrees* when ours is within x{spec.agree_factor:g} of the paper's. The MAC {word} is what it would "
-             "be if time were proportional to multiply-accumulates.", ""]
+    lines = [
+        f"# {spec.title}",
+        "",
+        f"**Source:** {spec.source} ({spec.paper_hardware})  ",
+        f"**Claim:** {spec.claim}  ",
+        f"**Measured on:** {first.get('device', '-')}, {first.get('threads', '-')} threads, {machine.get('cpu', '')}; "
+        f"batch 1, inference mode; median of the benchmark's rounds. Raw data: `{source}`.",
+        "",
+        f"## Verdict: {label}",
+        "",
+        sentence[0].upper() + sentence[1:] + ".",
+        "",
+        f"Absolute times are not comparable across hardware; ratios measured in one run are. Each {word} is taken "
+        f"against `{spec.reference}`"
+        + (" (its time over the item's)" if speedup else " (the item's time over its)")
+        + f"; it *agrees* when ours is within x{spec.agree_factor:g} of the paper's. The MAC {word} is what it would "
+        "be if time were proportional to multiply-accumulates.",
+        "",
+    ]
     if spec.report.get("discussion"):
         lines += ["**Our reading.** " + " ".join(spec.report["discussion"].split()), ""]
     shown = []
     totals = table[table.group.notna()].groupby("group")["ms"].sum() if table.group.notna().any() else {}
     for _, r in table.iterrows():
-        row = {"item": r["item"], "paper ms": fmt(r["paper_ms"], ".0f"), "ours ms": fmt(r["ms"], ".0f"),
-               f"paper {word}": fmt(r["paper_ratio"], ".2f"), f"ours {word}": fmt(r["ratio"], ".2f"),
-               f"MAC {word}": fmt(r["mac_ratio"], ".2f"), "GMAC": fmt(r["gmac"], ".1f"), "agreement": r["agreement"]}
+        row = {
+            "item": r["item"],
+            "paper ms": fmt(r["paper_ms"], ".0f"),
+            "ours ms": fmt(r["ms"], ".0f"),
+            f"paper {word}": fmt(r["paper_ratio"], ".2f"),
+            f"ours {word}": fmt(r["ratio"], ".2f"),
+            f"MAC {word}": fmt(r["mac_ratio"], ".2f"),
+            "GMAC": fmt(r["gmac"], ".1f"),
+            "agreement": r["agreement"],
+        }
         if table.group.notna().any():
-            row["share of group"] = "-" if pd.isna(r["group"]) or not r["measured"] else f"{100 * r['ms'] / totals[r['group']]:.1f} %"
+            row["share of group"] = (
+                "-" if pd.isna(r["group"]) or not r["measured"] else f"{100 * r['ms'] / totals[r['group']]:.1f} %"
+            )
         if table["memory"].any():
             row["paper memory (GB)"] = fmt(r["paper_mem_gb"], ".1f")
             row["ours peak memory (MB)"] = fmt(r["peak_mb"], ".0f")
         shown.append(row)
     lines += ["## Table", "", markdown(pd.DataFrame(shown)), ""]
     if table["memory"].any():
-        lines += ["Memory: the paper reports the GPU memory of the whole process; ours is the peak memory the forward pass "
-                  "adds (CPU: resident set in a fresh process; CUDA: `max_memory_allocated`). Compare ratios between rows, "
-                  "not values.", ""]
+        lines += [
+            "Memory: the paper reports the GPU memory of the whole process; ours is the peak memory the forward pass "
+            "adds (CPU: resident set in a fresh process; CUDA: `max_memory_allocated`). Compare ratios between rows, "
+            "not values.",
+            "",
+        ]
     if fig_rel:
         lines += [f"![{spec.title}]({fig_rel})", ""]
     if spec.report.get("notes"):

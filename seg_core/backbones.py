@@ -71,7 +71,9 @@ class StagedBackbone(nn.Module):
         return features
 
 
-def atrous_schedule(strides: Sequence[int], output_stride: int | None, stem_stride: int = 1) -> tuple[list[int], list[int]]:
+def atrous_schedule(
+    strides: Sequence[int], output_stride: int | None, stem_stride: int = 1
+) -> tuple[list[int], list[int]]:
     """Per-stage (stride, dilation) for a trunk whose stages nominally stride by ``strides``.
 
     Stages stride as long as the cumulative stride (from ``stem_stride``) stays within
@@ -84,8 +86,11 @@ def atrous_schedule(strides: Sequence[int], output_stride: int | None, stem_stri
     for s in strides:
         reachable.append(reachable[-1] * s)
     if output_stride is not None and output_stride not in reachable:
-        raise ConfigError("output_stride", f"expected one of {sorted(set(reachable))} (the strides {list(strides)} "
-                                           f"after a stem of stride {stem_stride}), got {output_stride}")
+        raise ConfigError(
+            "output_stride",
+            f"expected one of {sorted(set(reachable))} (the strides {list(strides)} "
+            f"after a stem of stride {stem_stride}), got {output_stride}",
+        )
     out_strides, dilations = [], []
     for s in strides:
         if output_stride is not None and total * s > output_stride:
@@ -124,8 +129,11 @@ def _torchvision_resnet(depth: int, output_stride: int, pretrained: str | None) 
     if output_stride not in _DILATION_FOR_STRIDE:
         raise ConfigError("output_stride", f"expected 8, 16 or 32, got {output_stride}")
     if depth in (18, 34) and output_stride != 32:
-        raise ConfigError("output_stride", f"resnet{depth} uses BasicBlock, which torchvision cannot dilate: "
-                                           "only 32 is supported (use resnet50 or deeper)")
+        raise ConfigError(
+            "output_stride",
+            f"resnet{depth} uses BasicBlock, which torchvision cannot dilate: "
+            "only 32 is supported (use resnet50 or deeper)",
+        )
     weights = _torchvision_weights(f"resnet{depth}", pretrained)
     kwargs = {} if depth in (18, 34) else {"replace_stride_with_dilation": _DILATION_FOR_STRIDE[output_stride]}
     net = getattr(torchvision.models, f"resnet{depth}")(weights=weights, **kwargs)
@@ -160,9 +168,7 @@ def _basic_stage(in_channels: int, width: int, blocks: int, stride: int) -> nn.S
     return nn.Sequential(*layers)
 
 
-def bottleneck_stage(
-    inplanes: int, planes: int, blocks: int, stride: int, dilations: Sequence[int]
-) -> nn.Sequential:
+def bottleneck_stage(inplanes: int, planes: int, blocks: int, stride: int, dilations: Sequence[int]) -> nn.Sequential:
     """``blocks`` distinct torchvision Bottlenecks (output ``4 * planes`` channels); block ``i``
     runs at ``dilations[i]`` (a fresh module each: ``[block] * n`` would share weights)."""
     out = planes * Bottleneck.expansion
@@ -200,8 +206,11 @@ def mini_resnet(
     equal the product of the strides. ``pretrained`` is not supported: the mini scale pretrains.
     """
     if not (len(widths) == len(blocks) == len(strides)) or not widths:
-        raise ConfigError("widths", "widths, blocks and strides must be non-empty and of equal length; "
-                                    f"got {list(widths)}, {list(blocks)}, {list(strides)}")
+        raise ConfigError(
+            "widths",
+            "widths, blocks and strides must be non-empty and of equal length; "
+            f"got {list(widths)}, {list(blocks)}, {list(strides)}",
+        )
     if any(b < 1 for b in blocks):
         raise ConfigError("blocks", f"expected integers >= 1, got {list(blocks)}")
     if any(s not in (1, 2) for s in strides):
@@ -217,15 +226,20 @@ def mini_resnet(
         if block != "bottleneck":
             raise ConfigError("multi_grid", "needs block = 'bottleneck' (BasicBlock cannot dilate)")
         if len(multi_grid) != blocks[-1] or any(r < 1 for r in multi_grid):
-            raise ConfigError("multi_grid", f"expected one rate >= 1 per block of the last stage ({blocks[-1]}), "
-                                            f"got {list(multi_grid)}")
+            raise ConfigError(
+                "multi_grid",
+                f"expected one rate >= 1 per block of the last stage ({blocks[-1]}), got {list(multi_grid)}",
+            )
     stages: OrderedDict[str, nn.Module] = OrderedDict()
     c_in = stem_width
     for i, (width, n, s, d) in enumerate(zip(widths, blocks, stage_strides, dilations), start=1):
         if block == "basic":
             if d > 1:
-                raise ConfigError("output_stride", f"{output_stride} needs dilation, which BasicBlock cannot do; "
-                                                   "use block = 'bottleneck' or a larger output_stride")
+                raise ConfigError(
+                    "output_stride",
+                    f"{output_stride} needs dilation, which BasicBlock cannot do; "
+                    "use block = 'bottleneck' or a larger output_stride",
+                )
             stages[f"layer{i}"] = _basic_stage(c_in, width, n, s)
         else:
             if width % Bottleneck.expansion:
@@ -260,8 +274,12 @@ def dilated_resnet50(*, width: float = 1.0, output_stride: int = 8) -> StagedBac
     if not 0 < width <= 4:
         raise ConfigError("width", f"expected a multiplier in (0, 4], got {width}")
     c1, c2 = _width(64, width), _width(128, width)
-    stem = nn.Sequential(Conv2dNormActivation(3, c1, 3, stride=2), Conv2dNormActivation(c1, c1, 3),
-                         Conv2dNormActivation(c1, c2, 3), nn.MaxPool2d(3, 2, 1))
+    stem = nn.Sequential(
+        Conv2dNormActivation(3, c1, 3, stride=2),
+        Conv2dNormActivation(c1, c1, 3),
+        Conv2dNormActivation(c1, c2, 3),
+        nn.MaxPool2d(3, 2, 1),
+    )
     dilations = _PSP_DILATIONS[output_stride]
     stages: OrderedDict[str, nn.Module] = OrderedDict()
     inplanes, strides, total = c2, [], 4
@@ -276,10 +294,14 @@ def dilated_resnet50(*, width: float = 1.0, output_stride: int = 8) -> StagedBac
 
 
 @BACKBONES.register("dilated_resnet50")
-def dilated_resnet50_backbone(*, width: float = 1.0, output_stride: int = 8, pretrained: str | None = None) -> StagedBackbone:
+def dilated_resnet50_backbone(
+    *, width: float = 1.0, output_stride: int = 8, pretrained: str | None = None
+) -> StagedBackbone:
     """PSPNet's dilated ResNet-50 as a registered backbone (the trunk PSPNet and ICNet load)."""
     if pretrained is not None:
-        raise ConfigError("pretrained", "dilated_resnet50 has no published weights here; the mini scale pretrains its own")
+        raise ConfigError(
+            "pretrained", "dilated_resnet50 has no published weights here; the mini scale pretrains its own"
+        )
     return dilated_resnet50(width=width, output_stride=output_stride)
 
 
@@ -333,7 +355,9 @@ class GCNBottleneck(nn.Module):
         return self.relu(self.project(self.gcn(x)) + self.shortcut(x))
 
 
-def gcn_stage(in_channels: int, mid_channels: int, out_channels: int, k: int, blocks: int, stride: int) -> nn.Sequential:
+def gcn_stage(
+    in_channels: int, mid_channels: int, out_channels: int, k: int, blocks: int, stride: int
+) -> nn.Sequential:
     """``blocks`` *distinct* GCN blocks (a fresh module each: ``[block] * n`` would share weights)."""
     layers = [GCNBottleneck(in_channels, mid_channels, out_channels, k, stride)]
     layers += [GCNBottleneck(out_channels, mid_channels, out_channels, k) for _ in range(blocks - 1)]

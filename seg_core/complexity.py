@@ -71,14 +71,21 @@ def model_complexity(model: nn.Module, input_shape: tuple[int, ...], **extra_inp
         name = key.removeprefix(f"{root}.")
         if name in leaves or (key != name and _leaf_alias(model, name)):
             macs[owner[name.split(".")[0]]] += sum(ops.values()) // 2
-    out = {"total": {"params": count_parameters(model), "weights": weight_count(model), "macs": total_macs}, "parts": {}}
+    out = {
+        "total": {"params": count_parameters(model), "weights": weight_count(model), "macs": total_macs},
+        "parts": {},
+    }
     if sum(macs.values()) != total_macs:  # some multiply-add happened outside conv/linear modules
         macs = dict.fromkeys(parts_of)
     for part, children in parts_of.items():
         modules = [getattr(model, c) for c in children if getattr(model, c, None) is not None]
         params = {id(p): p.numel() for m in modules for p in m.parameters()}
-        weights = {id(m.weight): m.weight.numel() for mod in modules for m in mod.modules()
-                   if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))}
+        weights = {
+            id(m.weight): m.weight.numel()
+            for mod in modules
+            for m in mod.modules()
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+        }
         out["parts"][part] = {"params": sum(params.values()), "weights": sum(weights.values()), "macs": macs[part]}
     return out
 

@@ -41,7 +41,9 @@ class SegmentationModel(Protocol):
 
     def extract(self, image: torch.Tensor) -> Mapping[str, torch.Tensor]: ...
 
-    def decode(self, features: Mapping[str, torch.Tensor], size: Sequence[int], **extra_inputs: torch.Tensor) -> dict[str, torch.Tensor]: ...
+    def decode(
+        self, features: Mapping[str, torch.Tensor], size: Sequence[int], **extra_inputs: torch.Tensor
+    ) -> dict[str, torch.Tensor]: ...
 
     def decoder_parameters(self) -> list[nn.Parameter]: ...
 
@@ -60,7 +62,9 @@ class Segmenter(nn.Module):
     def extract(self, image: torch.Tensor) -> Mapping[str, torch.Tensor]:
         return self.backbone(image)
 
-    def decode(self, features: Mapping[str, torch.Tensor], size: Sequence[int], **extra_inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    def decode(
+        self, features: Mapping[str, torch.Tensor], size: Sequence[int], **extra_inputs: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def forward(self, image: torch.Tensor, **extra_inputs: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -107,7 +107,9 @@ class TrainingDiverged(FloatingPointError):
 
 # ------------------------------------------------------------------------------ batches
 def in_memory(dataset: Dataset) -> bool:
-    return isinstance(getattr(dataset, "images", None), torch.Tensor) and isinstance(getattr(dataset, "labels", None), torch.Tensor)
+    return isinstance(getattr(dataset, "images", None), torch.Tensor) and isinstance(
+        getattr(dataset, "labels", None), torch.Tensor
+    )
 
 
 def _index_batches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -148,7 +150,9 @@ def collate(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tens
     return {key: torch.stack([item[key] for item in items]) for key in items[0]}
 
 
-def train_batches(dataset: Dataset, config: TrainConfig, seed: int) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+def train_batches(
+    dataset: Dataset, config: TrainConfig, seed: int
+) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """``config.steps`` training batches as ``(indices, batch)``, from seeded epoch permutations."""
     generator = torch.Generator().manual_seed(seed)
     indices = _index_batches(len(dataset), config.batch_size, config.steps, generator)
@@ -157,8 +161,13 @@ def train_batches(dataset: Dataset, config: TrainConfig, seed: int) -> Iterator[
             yield idx, {"image": dataset.images[idx], "label": dataset.labels[idx]}
         return
     keys = [[(int(i), sample_seed(seed, step, slot)) for slot, i in enumerate(idx)] for step, idx in enumerate(indices)]
-    loader = DataLoader(_Augmented(dataset), batch_sampler=keys, num_workers=config.workers, collate_fn=collate,
-                        persistent_workers=config.workers > 0)
+    loader = DataLoader(
+        _Augmented(dataset),
+        batch_sampler=keys,
+        num_workers=config.workers,
+        collate_fn=collate,
+        persistent_workers=config.workers > 0,
+    )
     for key, batch in zip(keys, loader):
         yield torch.tensor([i for i, _ in key]), batch
 
@@ -167,7 +176,10 @@ def eval_batches(dataset: Dataset, batch_size: int, workers: int = 0) -> Iterato
     """The whole set in order, without augmentation."""
     if in_memory(dataset):
         for start in range(0, len(dataset), batch_size):
-            yield {"image": dataset.images[start : start + batch_size], "label": dataset.labels[start : start + batch_size]}
+            yield {
+                "image": dataset.images[start : start + batch_size],
+                "label": dataset.labels[start : start + batch_size],
+            }
         return
     yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
 
@@ -187,7 +199,9 @@ def loss_targets(criterion: CompositeLoss, batch: Mapping[str, torch.Tensor]) ->
 
 # ------------------------------------------------------------------------------- training
 @torch.no_grad()
-def extract_features(model: nn.Module, images: torch.Tensor, stages: Sequence[str], batch_size: int = 64) -> dict[str, torch.Tensor]:
+def extract_features(
+    model: nn.Module, images: torch.Tensor, stages: Sequence[str], batch_size: int = 64
+) -> dict[str, torch.Tensor]:
     """Run the frozen trunk (``model.extract``) in eval mode over uint8 images; keep the named features."""
     was_training = model.backbone.training
     model.backbone.eval()

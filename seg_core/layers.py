@@ -20,7 +20,9 @@ def build_backbone(name: str, options: dict[str, Any] | None) -> StagedBackbone:
     accepted = [p.name for p in inspect.signature(BACKBONES.get(name)).parameters.values() if p.kind == p.KEYWORD_ONLY]
     for key in options or {}:
         if key not in accepted:
-            raise ConfigError(f"backbone_options.{key}", f"unknown option for backbone {name!r}; expected one of {accepted}")
+            raise ConfigError(
+                f"backbone_options.{key}", f"unknown option for backbone {name!r}; expected one of {accepted}"
+            )
     try:
         return BACKBONES.build(name, **(options or {}))
     except ConfigError as e:

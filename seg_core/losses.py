@@ -45,7 +45,9 @@ def downsample_labels(label: torch.Tensor, size: tuple[int, int], ignore_index: 
         return label
     values = [int(v) for v in torch.unique(label).tolist()]
     classes = [v for v in values if v != ignore_index] + ([ignore_index] if ignore_index in values else [])
-    best = torch.full((label.shape[0], *size), ignore_index, dtype=label.dtype, device=label.device)  # an empty label map stays void
+    best = torch.full(
+        (label.shape[0], *size), ignore_index, dtype=label.dtype, device=label.device
+    )  # an empty label map stays void
     best_share = torch.full(best.shape, -1.0, device=label.device)
     for value in classes:  # one full-resolution map at a time (memory: one float map, not C of them)
         share = F.adaptive_avg_pool2d((label == value)[:, None].float(), size)[:, 0]
@@ -55,9 +57,7 @@ def downsample_labels(label: torch.Tensor, size: tuple[int, int], ignore_index: 
     return best
 
 
-def cross_entropy(
-    output: str = "out", target: str = "label", ignore_index: int = IGNORE_INDEX
-) -> LossFn:
+def cross_entropy(output: str = "out", target: str = "label", ignore_index: int = IGNORE_INDEX) -> LossFn:
     """Pixel-wise softmax cross-entropy of ``outputs[output]`` against ``targets[target]``.
 
     Pixels labelled ``ignore_index`` (255: VOC's void outline, padding) contribute nothing;
@@ -98,7 +98,9 @@ class CompositeLoss(nn.Module):
         :class:`~seg_core.registry.ConfigError` keyed ``<term>.<option>``."""
         terms, outputs, targets = {}, set(), set()
         if not isinstance(config, Mapping) or not config:
-            raise ConfigError("loss", f"expected a table of named terms, e.g. {{seg = {{type = \"cross_entropy\"}}}}; got {config!r}")
+            raise ConfigError(
+                "loss", f'expected a table of named terms, e.g. {{seg = {{type = "cross_entropy"}}}}; got {config!r}'
+            )
         for name, spec in config.items():
             if not isinstance(spec, Mapping):
                 raise ConfigError(name, f"expected a table with type, weight, output; got {spec!r}")

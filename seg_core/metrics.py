@@ -43,9 +43,7 @@ class ConfusionMatrix:
         if label.numel() and (int(label.max()) >= self.num_classes or int(label.min()) < 0):
             raise ValueError(f"label values outside [0, {self.num_classes}) besides {self.ignore_index}")
         index = label * self.num_classes + pred
-        self.matrix += torch.bincount(index, minlength=self.num_classes**2).reshape(
-            self.num_classes, self.num_classes
-        )
+        self.matrix += torch.bincount(index, minlength=self.num_classes**2).reshape(self.num_classes, self.num_classes)
 
     def summary(self, prefix: str = "") -> dict[str, float | list[float | None]]:
         return summarize(self.matrix, prefix)
@@ -84,7 +82,9 @@ def fill_void(label: torch.Tensor, steps: int, ignore_index: int = IGNORE_INDEX)
         void = filled == ignore_index
         if not void.any():
             break
-        known = torch.where(void, torch.full_like(filled, -1), filled.to(torch.int64 if filled.dtype == torch.uint8 else filled.dtype))
+        known = torch.where(
+            void, torch.full_like(filled, -1), filled.to(torch.int64 if filled.dtype == torch.uint8 else filled.dtype)
+        )
         best = torch.full_like(known, -1)
         best[..., 1:, :] = torch.maximum(best[..., 1:, :], known[..., :-1, :])
         best[..., :-1, :] = torch.maximum(best[..., :-1, :], known[..., 1:, :])
@@ -120,7 +120,7 @@ def _edge_reach(edges: torch.Tensor, width: float, across: int) -> torch.Tensor:
     """
     r = int(math.floor(width + 0.5)) + 1
     steps = torch.arange(-r, r + 1, dtype=torch.float64)
-    across_d = (-steps - 0.5).abs()                 # kernel index a -> pixel offset -a across the edge
+    across_d = (-steps - 0.5).abs()  # kernel index a -> pixel offset -a across the edge
     along_d = (steps.abs() - 0.5).clamp(min=0)
     if across == -1:
         dist2 = along_d[:, None] ** 2 + across_d[None, :] ** 2

@@ -18,6 +18,12 @@ def interactive() -> bool:
 def progress(total: int, desc: str, *, unit: str = "step", position: int | None = None, leave: bool = False) -> tqdm:
     """A tqdm bar (rate and ETA included) disabled when not :func:`interactive`."""
     return tqdm(
-        total=total, desc=desc, unit=unit, position=position, leave=leave,
-        disable=not interactive(), dynamic_ncols=True, mininterval=0.5,
+        total=total,
+        desc=desc,
+        unit=unit,
+        position=position,
+        leave=leave,
+        disable=not interactive(),
+        dynamic_ncols=True,
+        mininterval=0.5,
     )

@@ -10,7 +10,7 @@ import torch
 
 os.environ.setdefault("SEGBENCH_QUIET", "1")
 
-TINY_SPEC = '''
+TINY_SPEC = """
 id = "tiny"
 title = "Tiny GCN sweep"
 source = "test fixture"
@@ -80,7 +80,7 @@ paper.miou = 70.1
 name = "k=5"
 model = {{ head = "gcn", k = 5 }}
 paper.miou = 71.1
-'''
+"""
 
 
 def write_tiny_spec(directory: Path, steps: int = 4) -> Path:
@@ -95,8 +95,13 @@ def tiny(tmp_path: Path) -> dict:
     """Paths of a tiny spec and empty results/cache directories."""
     specs = tmp_path / "specs"
     write_tiny_spec(specs)
-    return {"specs": specs, "spec": specs / "tiny.toml", "results": tmp_path / "results", "cache": tmp_path / "cache",
-            "root": tmp_path}
+    return {
+        "specs": specs,
+        "spec": specs / "tiny.toml",
+        "results": tmp_path / "results",
+        "cache": tmp_path / "cache",
+        "root": tmp_path,
+    }
 
 
 @pytest.fixture(autouse=True)

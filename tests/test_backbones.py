@@ -55,12 +55,15 @@ def test_single_head_on_cuda():
     assert out.shape == (2, 5, 64, 64) and out.is_cuda
 
 
-@pytest.mark.parametrize("output_stride,strides,dilations", [
-    (None, [1, 2, 2, 2, 2], [1, 1, 1, 1, 1]),
-    (8, [1, 2, 2, 2, 1], [1, 1, 1, 1, 2]),
-    (4, [1, 2, 2, 1, 1], [1, 1, 1, 2, 4]),
-    (1, [1, 1, 1, 1, 1], [1, 2, 4, 8, 16]),
-])
+@pytest.mark.parametrize(
+    "output_stride,strides,dilations",
+    [
+        (None, [1, 2, 2, 2, 2], [1, 1, 1, 1, 1]),
+        (8, [1, 2, 2, 2, 1], [1, 1, 1, 1, 2]),
+        (4, [1, 2, 2, 1, 1], [1, 1, 1, 2, 4]),
+        (1, [1, 1, 1, 1, 1], [1, 2, 4, 8, 16]),
+    ],
+)
 def test_atrous_schedule_trades_stride_for_dilation(output_stride, strides, dilations):
     assert atrous_schedule([1, 2, 2, 2, 2], output_stride) == (strides, dilations)
     with pytest.raises(ConfigError, match="expected one of") as info:
@@ -70,8 +73,13 @@ def test_atrous_schedule_trades_stride_for_dilation(output_stride, strides, dila
 
 @pytest.mark.parametrize("output_stride,side", [(2, 32), (4, 16), (8, 8), (16, 4)])
 def test_dilatable_mini_trunk_keeps_the_map_at_any_output_stride(output_stride, side):
-    net = mini_resnet(block="bottleneck", widths=(16, 32, 64, 64), blocks=(1, 1, 1, 1), strides=(2, 2, 2, 2),
-                      output_stride=output_stride)
+    net = mini_resnet(
+        block="bottleneck",
+        widths=(16, 32, 64, 64),
+        blocks=(1, 1, 1, 1),
+        strides=(2, 2, 2, 2),
+        output_stride=output_stride,
+    )
     feats = net(torch.randn(1, 3, 64, 64))
     assert feats["layer4"].shape == (1, 64, side, side) and net.output_stride == output_stride
     rates = [m.conv2.dilation[0] for m in net.stages["layer4"]]
@@ -79,13 +87,31 @@ def test_dilatable_mini_trunk_keeps_the_map_at_any_output_stride(output_stride, 
 
 
 def test_multi_grid_multiplies_the_last_stage_rates():
-    net = mini_resnet(block="bottleneck", widths=(16, 32, 64), blocks=(1, 1, 3), strides=(2, 2, 2), output_stride=4,
-                      multi_grid=(1, 2, 4))
+    net = mini_resnet(
+        block="bottleneck",
+        widths=(16, 32, 64),
+        blocks=(1, 1, 3),
+        strides=(2, 2, 2),
+        output_stride=4,
+        multi_grid=(1, 2, 4),
+    )
     assert [b.conv2.dilation[0] for b in net.stages["layer3"]] == [2, 4, 8]  # stage rate 2 x (1, 2, 4)
     assert net(torch.randn(1, 3, 32, 32))["layer3"].shape[-2:] == (8, 8)
-    for bad, key in (({"multi_grid": (1, 2)}, "multi_grid"), ({"block": "basic", "multi_grid": (1, 2, 4)}, "multi_grid"),
-                     ({"block": "basic", "multi_grid": None}, "output_stride")):
+    for bad, key in (
+        ({"multi_grid": (1, 2)}, "multi_grid"),
+        ({"block": "basic", "multi_grid": (1, 2, 4)}, "multi_grid"),
+        ({"block": "basic", "multi_grid": None}, "output_stride"),
+    ):
         with pytest.raises(ConfigError) as info:
-            mini_resnet(**{"widths": (16, 32, 64), "blocks": (1, 1, 3), "strides": (2, 2, 2), "output_stride": 4,
-                           "block": "bottleneck", "multi_grid": (1, 2, 4), **bad})
+            mini_resnet(
+                **{
+                    "widths": (16, 32, 64),
+                    "blocks": (1, 1, 3),
+                    "strides": (2, 2, 2),
+                    "output_stride": 4,
+                    "block": "bottleneck",
+                    "multi_grid": (1, 2, 4),
+                    **bad,
+                }
+            )
         assert info.value.key == key

@@ -19,16 +19,24 @@ def test_same_spec_and_seed_twice_gives_identical_metrics(tiny, tmp_path):
     second = execute_run(dict(run, path=str(tmp_path / "b.json")), cache_dir=str(tiny["cache"]))
     assert first["metrics"] == second["metrics"]
     assert first["training"] == second["training"]
-    other = execute_run(dict(run, config=dict(run["config"], seed=7), path=str(tmp_path / "c.json")),
-                        cache_dir=str(tiny["cache"]))
+    other = execute_run(
+        dict(run, config=dict(run["config"], seed=7), path=str(tmp_path / "c.json")), cache_dir=str(tiny["cache"])
+    )
     assert other["training"]["loss_curve"] != first["training"]["loss_curve"]
 
 
 def test_poly_schedule_is_the_closed_form():
     data = SyntheticShapes(split="train", num_images=8, config=None)
-    model = MODELS.build("single_head", num_classes=5, backbone="mini_resnet", head="pointwise",
-                         backbone_options={"stem_width": 8, "widths": [8, 8, 8]})
-    stats = train(model, data, TrainConfig(steps=100, batch_size=2, lr=0.01, poly_power=0.9, freeze_backbone=True), seed=0)
+    model = MODELS.build(
+        "single_head",
+        num_classes=5,
+        backbone="mini_resnet",
+        head="pointwise",
+        backbone_options={"stem_width": 8, "widths": [8, 8, 8]},
+    )
+    stats = train(
+        model, data, TrainConfig(steps=100, batch_size=2, lr=0.01, poly_power=0.9, freeze_backbone=True), seed=0
+    )
     assert len(stats["loss_curve"]) == 51
     for step, _, lr in stats["loss_curve"]:
         assert lr == pytest.approx(0.01 * (1 - step / 100) ** 0.9, rel=1e-5)
@@ -45,8 +53,9 @@ def test_cross_entropy_ignores_255():
 
 
 def test_composite_loss_weights_and_unknown_type():
-    loss = CompositeLoss.from_config({"a": {"type": "cross_entropy", "weight": 0.4},
-                                      "b": {"type": "cross_entropy", "weight": 1.0, "output": "aux"}})
+    loss = CompositeLoss.from_config(
+        {"a": {"type": "cross_entropy", "weight": 0.4}, "b": {"type": "cross_entropy", "weight": 1.0, "output": "aux"}}
+    )
     logits = torch.randn(1, 2, 2, 2)
     label = torch.zeros(1, 2, 2, dtype=torch.long)
     total, parts = loss({"out": logits, "aux": logits}, {"label": label})
@@ -58,8 +67,14 @@ def test_composite_loss_weights_and_unknown_type():
 
 def test_divergence_is_reported():
     data = SyntheticShapes(split="train", num_images=8, config=None)
-    model = MODELS.build("single_head", num_classes=5, backbone="mini_resnet", head="gcn", k=3,
-                         backbone_options={"stem_width": 8, "widths": [8, 8, 8]})
+    model = MODELS.build(
+        "single_head",
+        num_classes=5,
+        backbone="mini_resnet",
+        head="gcn",
+        k=3,
+        backbone_options={"stem_width": 8, "widths": [8, 8, 8]},
+    )
     with pytest.raises(TrainingDiverged, match="lower train.lr") as info:
         train(model, data, TrainConfig(steps=5, batch_size=4, lr=1e12, momentum=0.0, freeze_backbone=True), seed=0)
     assert 0 < info.value.step < 5 and info.value.lr == pytest.approx(1e12 * (1 - info.value.step / 5) ** 0.9)

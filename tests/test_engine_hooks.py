@@ -30,7 +30,7 @@ def _foreground(batch):
 @POSTPROCESSORS.register("test_reverse")
 def _reverse(*, temperature: float = 1.0):
     """Reverses the class order of the probabilities: every prediction becomes ``C - 1 - c``."""
-    return lambda probs, batch: (probs.flip(1) / temperature)
+    return lambda probs, batch: probs.flip(1) / temperature
 
 
 class _PixelCount:
@@ -70,7 +70,10 @@ def _data():
 def test_extra_inputs_and_targets_reach_the_model_and_the_loss():
     CALLS.update(input=0, target=0)
     model = _NeedsInput(5)
-    loss = {"seg": {"type": "cross_entropy"}, "fg": {"type": "cross_entropy", "output": "fg", "target": "test_foreground", "weight": 0.5}}
+    loss = {
+        "seg": {"type": "cross_entropy"},
+        "fg": {"type": "cross_entropy", "output": "fg", "target": "test_foreground", "weight": 0.5},
+    }
     stats = train(model, _data(), TrainConfig(steps=3, batch_size=4, loss=loss), seed=0)
     assert CALLS == {"input": 3, "target": 3} and len(stats["loss_curve"]) == 3
     assert model.fg.weight.grad is not None  # the extra target's loss term trained its output
@@ -80,7 +83,9 @@ def test_post_processing_and_metric_families_shape_the_evaluation():
     torch.manual_seed(0)
     model, data = _NeedsInput(5), _data()
     plain = evaluate(model, data, num_classes=5, metrics=["test_pixels"])
-    post = evaluate(model, data, num_classes=5, postprocess={"type": "test_reverse", "temperature": 2.0}, metrics=["test_pixels"])
+    post = evaluate(
+        model, data, num_classes=5, postprocess={"type": "test_reverse", "temperature": 2.0}, metrics=["test_pixels"]
+    )
     assert plain["test_pixels"] == post["test_pixels"] == 16 * 32 * 32
     assert post["postprocess_s"] >= 0 and "postprocess_s" not in plain
     # exactly the metrics of the reversed predictions (class c -> 4 - c), computed independently

@@ -175,7 +175,10 @@ def test_gcn_bottleneck_is_gcn_then_projection_then_residual_relu():
     expected = torch.relu(block.project(block.gcn(x)) + x)
     assert torch.allclose(block(x), expected)
     left, right = block.gcn.left, block.gcn.right
-    assert [c[0].kernel_size for c in left] == [(3, 1), (1, 3)] and [c[0].kernel_size for c in right] == [(1, 3), (3, 1)]
+    assert [c[0].kernel_size for c in left] == [(3, 1), (1, 3)] and [c[0].kernel_size for c in right] == [
+        (1, 3),
+        (3, 1),
+    ]
     for conv_bn_relu in (*left, *right):  # BN + ReLU after every 1-D conv
         assert [type(m) for m in conv_bn_relu] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
 
@@ -265,8 +268,10 @@ def test_full_network_variants_on_the_mini_backbone_train():
         assert all(p.grad is not None for p in model.decoder_parameters())
         backbone = {id(p) for p in model.backbone.parameters()}
         assert not backbone & {id(p) for p in model.decoder_parameters()}
-    assert not any(isinstance(m, nn.ConvTranspose2d) for m in MODELS.build(
-        "gcn_br", num_classes=4, backbone="mini_resnet", upsample="bilinear").modules())
+    assert not any(
+        isinstance(m, nn.ConvTranspose2d)
+        for m in MODELS.build("gcn_br", num_classes=4, backbone="mini_resnet", upsample="bilinear").modules()
+    )
 
 
 def test_deconvolution_starts_as_bilinear_upsampling():
@@ -299,5 +304,3 @@ def test_macs_of_a_head_match_closed_form():
     model = MODELS.build("single_head", num_classes=5, backbone="mini_resnet", head="gcn", k=7)
     # GCN on a 16x16 map, 128 -> 5: every output pixel costs 2*k*5*(128+5) MACs
     assert count_macs(model.head, (1, 128, 16, 16)) == 16 * 16 * 2 * 7 * 5 * (128 + 5)
-
-

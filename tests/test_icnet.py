@@ -15,9 +15,11 @@ from seg_core.metrics import SegmentationEvaluator
 from seg_core.models.icnet import CascadeFeatureFusion, ICNet, PSPNet, PyramidPooling
 from seg_core.registry import ConfigError
 
-CLG = {"sub124": {"type": "cross_entropy", "output": "sub124", "weight": 1.0},
-       "sub24": {"type": "cross_entropy", "output": "sub24", "weight": 0.4},
-       "sub4": {"type": "cross_entropy", "output": "sub4", "weight": 0.4}}
+CLG = {
+    "sub124": {"type": "cross_entropy", "output": "sub124", "weight": 1.0},
+    "sub24": {"type": "cross_entropy", "output": "sub24", "weight": 0.4},
+    "sub4": {"type": "cross_entropy", "output": "sub4", "weight": 0.4},
+}
 
 
 def test_dilated_resnet50_parameters_match_torchvision_plus_the_deep_stem():
@@ -60,14 +62,18 @@ def test_pyramid_pooling_modes():
         PyramidPooling(8, mode="max")
 
 
-@pytest.mark.parametrize("branches,aux", [("sub4", {"sub4": 32}), ("sub24", {"sub4": 16, "sub24": 8}),
-                                          ("sub124", {"sub4": 16, "sub24": 8, "sub124": 4})])
+@pytest.mark.parametrize(
+    "branches,aux",
+    [("sub4", {"sub4": 32}), ("sub24", {"sub4": 16, "sub24": 8}), ("sub124", {"sub4": 16, "sub24": 8, "sub124": 4})],
+)
 def test_icnet_variant_outputs(branches, aux):
     model = MODELS.build("icnet", num_classes=3, branches=branches, backbone_options={"width": 0.25})
     x = torch.randn(2, 3, 64, 128)
     out = model.train()(x)
     assert out["out"].shape == (2, 3, 64, 128)
-    assert {k: (64 // v.shape[-2], 128 // v.shape[-1]) for k, v in out.items() if k != "out"} == {k: (s, s) for k, s in aux.items()}
+    assert {k: (64 // v.shape[-2], 128 // v.shape[-1]) for k, v in out.items() if k != "out"} == {
+        k: (s, s) for k, s in aux.items()
+    }
     with torch.no_grad():
         assert set(model.eval()(x)) == {"out"}  # cascade outputs exist only in training
 
@@ -189,13 +195,16 @@ def test_icnet_trains_its_decoder_on_a_frozen_trunk_with_cascade_label_guidance(
         assert torch.allclose(model(x)["out"], model.decode(model.extract(x), (64, 64))["out"])
 
 
-@pytest.mark.parametrize("name,options,key,words", [
-    ("icnet", {"backbone": "resnet50"}, "backbone", "dilated_resnet50"),
-    ("icnet", {"backbone_options": {"output_stride": 16}}, "backbone_options.output_stride", "output stride 8"),
-    ("pspnet50", {"backbone_options": {"depth": 101}}, "backbone_options.depth", "unknown option"),
-    ("pspnet50", {"backbone_options": {"width": 0}}, "backbone_options.width", "multiplier"),
-    ("icnet", {"fusion": "deconv"}, "fusion", "expected one of"),
-])
+@pytest.mark.parametrize(
+    "name,options,key,words",
+    [
+        ("icnet", {"backbone": "resnet50"}, "backbone", "dilated_resnet50"),
+        ("icnet", {"backbone_options": {"output_stride": 16}}, "backbone_options.output_stride", "output stride 8"),
+        ("pspnet50", {"backbone_options": {"depth": 101}}, "backbone_options.depth", "unknown option"),
+        ("pspnet50", {"backbone_options": {"width": 0}}, "backbone_options.width", "multiplier"),
+        ("icnet", {"fusion": "deconv"}, "fusion", "expected one of"),
+    ],
+)
 def test_builders_check_their_options_and_name_the_key(name, options, key, words):
     with pytest.raises(ConfigError, match=words) as info:
         MODELS.build(name, num_classes=3, **options)
@@ -213,7 +222,9 @@ def test_icnet_complexity_counts_the_trunk_as_it_runs():
     model = MODELS.build("icnet", num_classes=3, backbone_options={"width": 0.125})
     c = model_complexity(model, (1, 3, 64, 64))
     trunk, decoder, total = c["parts"]["trunk"], c["parts"]["decoder"], c["total"]
-    assert 0 < trunk["macs"] < total["macs"] and decoder["macs"] > 0 and trunk["macs"] + decoder["macs"] == total["macs"]
+    assert (
+        0 < trunk["macs"] < total["macs"] and decoder["macs"] > 0 and trunk["macs"] + decoder["macs"] == total["macs"]
+    )
     assert trunk["macs"] < count_macs(model.backbone, (1, 3, 64, 64))  # trunk on 1/2 and 1/4 images, not the input
     assert trunk["params"] == count_parameters(model.backbone)  # conv3_1 and res3_rest alias backbone modules
     assert trunk["params"] + decoder["params"] == total["params"]

@@ -93,7 +93,10 @@ def test_band_is_the_distance_to_a_straight_edge(width):
     band = boundary_band(label, width)[0]
     for c in range(16):
         distance = abs(c + 0.5 - 8)
-        assert bool(band[:, c].all()) == (distance <= width) and bool(band[:, c].any()) == (distance <= width), (c, width)
+        assert bool(band[:, c].all()) == (distance <= width) and bool(band[:, c].any()) == (distance <= width), (
+            c,
+            width,
+        )
     torch.testing.assert_close(band, _reference_band(label[0], width))
 
 
@@ -116,13 +119,13 @@ def test_band_on_random_labels_matches_brute_force():
 
 def test_padding_is_not_a_boundary_and_a_void_outline_splits_in_the_middle():
     label = torch.zeros(1, 16, 16, dtype=torch.long)
-    label[0, 4:12, 2:7] = 1                      # an object touching nothing
+    label[0, 4:12, 2:7] = 1  # an object touching nothing
     padded = torch.full((1, 24, 24), IGNORE_INDEX)
-    padded[:, :16, :16] = label                   # padded to 24 px: the image border is no label change
+    padded[:, :16, :16] = label  # padded to 24 px: the image border is no label change
     band = boundary_band(padded, 1.75)
     torch.testing.assert_close(band[0, :16, :16], boundary_band(label, 1.75)[0])
     assert not band[0, :16, 15].any() and not band[0, 15, :].any()  # the border next to the padding
-    assert not band[0, 16:].any() and not band[0, :, 16:].any()      # padding is never in the band
+    assert not band[0, 16:].any() and not band[0, :, 16:].any()  # padding is never in the band
     # VOC-style: a 3 px void outline (x in [4, 7)) between background and object. Filling it from
     # both sides puts the change inside it, at x = 5 (the tie at the middle pixel goes to the
     # larger label): the labelled pixels are 1.5, 2.5 (background) and 2.5, 3.5 (object) px away.

@@ -29,7 +29,12 @@ def test_end_to_end_spec_to_results_to_report(tiny):
     index = (out / "index.md").read_text()
     assert "[Tiny GCN sweep](tiny.md)" in index and "6/6" in index
     page = (out / "tiny.md").read_text()
-    assert "## Verdict:" in page and "Student-t interval" in page and "## Claims" in page and "![Tiny GCN sweep](figures/tiny.png)" in page
+    assert (
+        "## Verdict:" in page
+        and "Student-t interval" in page
+        and "## Claims" in page
+        and "![Tiny GCN sweep](figures/tiny.png)" in page
+    )
     for name, paper in (("baseline", "69.0"), ("k=3", "70.1"), ("k=5", "71.1")):
         row = next(line for line in page.splitlines() if line.startswith(f"| {name} "))
         assert paper in row and "(n=2)" in row
@@ -45,8 +50,10 @@ def test_report_without_results_says_not_run(tiny):
 
 
 def test_report_reads_files_only():
-    code = ("import sys, report.generate; loaded = {m for m in sys.modules if m.split('.')[0] in ('torch', 'seg_core', 'ablations')}; "
-            "assert loaded <= {'ablations', 'ablations.schema'}, sorted(loaded)")  # the stdlib schema, nothing that trains
+    code = (
+        "import sys, report.generate; loaded = {m for m in sys.modules if m.split('.')[0] in ('torch', 'seg_core', 'ablations')}; "
+        "assert loaded <= {'ablations', 'ablations.schema'}, sorted(loaded)"
+    )  # the stdlib schema, nothing that trains
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
@@ -69,14 +76,21 @@ def _check_spec(expect="greater", metric="miou", margin=None):
     check = {"claim": "a beats b", "a": "a", "b": "b", "metric": metric, "expect": expect}
     if margin is not None:
         check["margin"] = margin
-    return {"metric": "miou", "baseline": "b",
-            "variants": [{"name": "b", "paper": {"miou": 69.0, "interior_pixel_acc": 93.9}},
-                         {"name": "a", "paper": {"miou": 70.0, "interior_pixel_acc": 94.0}}],
-            "report": {"checks": [check]}}
+    return {
+        "metric": "miou",
+        "baseline": "b",
+        "variants": [
+            {"name": "b", "paper": {"miou": 69.0, "interior_pixel_acc": 93.9}},
+            {"name": "a", "paper": {"miou": 70.0, "interior_pixel_acc": 94.0}},
+        ],
+        "report": {"checks": [check]},
+    }
 
 
 def _metrics_df(values, metric="miou"):
-    rows = [{"variant": v, "seed": s, "metrics": {metric: x / 100}} for v, xs in values.items() for s, x in enumerate(xs)]
+    rows = [
+        {"variant": v, "seed": s, "metrics": {metric: x / 100}} for v, xs in values.items() for s, x in enumerate(xs)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -87,18 +101,21 @@ def _judge(spec, df):
     return judge_all(spec["report"]["checks"], spec["metric"], {v["name"]: v["paper"] for v in spec["variants"]}, df)
 
 
-@pytest.mark.parametrize("expect,diffs,margin,outcome", [
-    ("greater", [1.0, 1.1, 0.9], None, "holds"),        # CI [+0.75, +1.25]
-    ("greater", [0.5, -0.2, 0.3], None, "undecided"),   # CI straddles zero
-    ("greater", [-1.0, -1.1, -0.9], None, "reversed"),
-    ("less", [-1.0, -1.1, -0.9], None, "holds"),
-    ("less", [1.0, 1.1, 0.9], None, "reversed"),
-    ("similar", [0.1, -0.1, 0.0], 1.0, "holds"),        # CI [-0.25, +0.25] inside +-1
-    ("similar", [2.0, 2.1, 1.9], 1.0, "differs"),       # CI [+1.75, +2.25] wholly outside +-1
-    ("similar", [0.5, 1.5, 0.9], 1.0, "undecided"),     # CI crosses the margin
-    ("similar", [0.5, 0.6, 0.4], 0.1, "differs"),       # a tight interval, but beyond a tight margin
-    ("similar", [0.2, 0.3, 0.1], 0.1, "undecided"),     # CI [-0.05, +0.45]: inside and beyond 0.1
-])
+@pytest.mark.parametrize(
+    "expect,diffs,margin,outcome",
+    [
+        ("greater", [1.0, 1.1, 0.9], None, "holds"),  # CI [+0.75, +1.25]
+        ("greater", [0.5, -0.2, 0.3], None, "undecided"),  # CI straddles zero
+        ("greater", [-1.0, -1.1, -0.9], None, "reversed"),
+        ("less", [-1.0, -1.1, -0.9], None, "holds"),
+        ("less", [1.0, 1.1, 0.9], None, "reversed"),
+        ("similar", [0.1, -0.1, 0.0], 1.0, "holds"),  # CI [-0.25, +0.25] inside +-1
+        ("similar", [2.0, 2.1, 1.9], 1.0, "differs"),  # CI [+1.75, +2.25] wholly outside +-1
+        ("similar", [0.5, 1.5, 0.9], 1.0, "undecided"),  # CI crosses the margin
+        ("similar", [0.5, 0.6, 0.4], 0.1, "differs"),  # a tight interval, but beyond a tight margin
+        ("similar", [0.2, 0.3, 0.1], 0.1, "undecided"),  # CI [-0.05, +0.45]: inside and beyond 0.1
+    ],
+)
 def test_claim_outcomes_on_constructed_seed_sets(expect, diffs, margin, outcome):
     spec = _check_spec(expect, margin=margin)
     (r,) = _judge(spec, _metrics_df({"b": B, "a": [b + d for b, d in zip(B, diffs)]}))
@@ -139,8 +156,11 @@ def test_missing_data_is_incomplete_not_a_verdict():
 
 
 def test_ordering_claims():
-    spec = {"metric": "miou", "variants": [{"name": n, "paper": {"miou": p}} for n, p in (("x", 1), ("y", 2), ("z", 3), ("w", 4))],
-            "report": {"checks": [{"claim": "ranks", "kind": "ordering", "metric": "miou", "min_rho": 0.8}]}}
+    spec = {
+        "metric": "miou",
+        "variants": [{"name": n, "paper": {"miou": p}} for n, p in (("x", 1), ("y", 2), ("z", 3), ("w", 4))],
+        "report": {"checks": [{"claim": "ranks", "kind": "ordering", "metric": "miou", "min_rho": 0.8}]},
+    }
     (r,) = _judge(spec, _metrics_df({"x": [10, 11], "y": [20, 21], "z": [30, 31], "w": [40, 41]}))
     assert r.outcome == "holds" and r.delta == pytest.approx(1.0)
     (r,) = _judge(spec, _metrics_df({"x": [10, 11], "y": [40, 41], "z": [30, 31], "w": [20, 21]}))
@@ -153,19 +173,22 @@ def _result(outcome):
     return CheckResult("c", "pairwise", "a", "b", "miou", "greater", None, 1.0, 0.5, 0.1, 3, 0.1, 0.9, outcome)
 
 
-@pytest.mark.parametrize("outcomes,label", [
-    (["holds", "holds"], "reproduced"),
-    (["holds", "undecided"], "partially reproduced"),
-    (["holds", "reversed"], "partially reproduced"),
-    (["reversed", "undecided"], "not reproduced"),
-    (["differs"], "not reproduced"),
-    (["undecided", "undecided"], "undecided"),
-])
+@pytest.mark.parametrize(
+    "outcomes,label",
+    [
+        (["holds", "holds"], "reproduced"),
+        (["holds", "undecided"], "partially reproduced"),
+        (["holds", "reversed"], "partially reproduced"),
+        (["reversed", "undecided"], "not reproduced"),
+        (["differs"], "not reproduced"),
+        (["undecided", "undecided"], "undecided"),
+    ],
+)
 def test_table_verdict_labels(outcomes, label):
     assert table_verdict([_result(o) for o in outcomes]).label == label
 
 
-CLAIMS_SPEC = '''
+CLAIMS_SPEC = """
 id = "tiny-claims"
 title = "Tiny claims"
 source = "test fixture"
@@ -242,7 +265,7 @@ paper = { miou = 72.3, boundary_pixel_acc = 73.4 }
 name = "GCN backbone"
 model = { head = "pointwise", backbone = "mini_resnet_gcn" }
 paper = { miou = 71.2, boundary_pixel_acc = 71.5 }
-'''
+"""
 
 
 def test_end_to_end_claims_backbones_and_paper_config_counts(tiny):
@@ -257,7 +280,10 @@ def test_end_to_end_claims_backbones_and_paper_config_counts(tiny):
         assert backbone["macs"] + head["macs"] == c["total"]["macs"] > 0
     paper = json.loads((tiny["results"] / "tiny-claims" / "paper_model.json").read_text())["variants"]
     assert {name: v["parts"]["head"]["weights"] for name, v in paper.items()} == {
-        "baseline": 2048 * 21, "GCN backbone": 2048 * 21, "GCN + BR": 2 * 5 * 21 * (2048 + 21) + 2 * 9 * 21 * 21}
+        "baseline": 2048 * 21,
+        "GCN backbone": 2048 * 21,
+        "GCN + BR": 2 * 5 * 21 * (2048 + 21) + 2 * 9 * 21 * 21,
+    }
     out = tiny["root"] / "report"
     written, _ = generate(tiny["specs"], tiny["results"], out)
     assert out / "figures" / "tiny-claims.png" in written
@@ -311,8 +337,11 @@ paper = { ratio = 4.0 }
 
 
 def _bench(spec, item, seconds, gmac, **info):
-    return {"name": item, "stats": {"median": seconds, "rounds": 3},
-            "extra_info": {"measures": [[spec, item]], "gmac": gmac, "device": "cpu", "threads": 2, **info}}
+    return {
+        "name": item,
+        "stats": {"median": seconds, "rounds": 3},
+        "extra_info": {"measures": [[spec, item]], "gmac": gmac, "device": "cpu", "threads": 2, **info},
+    }
 
 
 def test_timing_spec_page_puts_our_ratios_beside_the_papers(tmp_path):
@@ -321,9 +350,11 @@ def test_timing_spec_page_puts_our_ratios_beside_the_papers(tmp_path):
     (specs / "tiny-timing.toml").write_text(TIMING_SPEC)
     results = tmp_path / "results"
     (results / "benchmarks").mkdir(parents=True)
-    benches = [_bench("tiny-timing", "big", 10.0, 370, peak_memory_mb=2000.0),
-               _bench("tiny-timing", "small", 2.0, 29, peak_memory_mb=300.0),
-               _bench("tiny-timing", "stage a @ full", 1.0, 10)]
+    benches = [
+        _bench("tiny-timing", "big", 10.0, 370, peak_memory_mb=2000.0),
+        _bench("tiny-timing", "small", 2.0, 29, peak_memory_mb=300.0),
+        _bench("tiny-timing", "stage a @ full", 1.0, 10),
+    ]
     (results / "benchmarks" / "timing-cpu.json").write_text(json.dumps({"benchmarks": benches, "machine_info": {}}))
     written, errors = generate(specs, results, tmp_path / "report")
     assert not errors and {p.name for p in written} == {"index.md", "tiny-timing.md", "tiny-timing.png"}

@@ -42,7 +42,10 @@ def test_changed_config_never_reuses_a_stale_result(tiny):
 
 
 def test_overrides_go_to_their_own_directory(tiny):
-    assert main(cli_args(tiny, "run", "tiny", "--jobs", "1", "--seeds", "0", "--variant", "baseline", "train.steps=2")) == 0
+    assert (
+        main(cli_args(tiny, "run", "tiny", "--jobs", "1", "--seeds", "0", "--variant", "baseline", "train.steps=2"))
+        == 0
+    )
     assert not (tiny["results"] / "tiny" / "mini").exists()
     (tag,) = [d.name for d in (tiny["results"] / "tiny").iterdir()]
     assert tag.startswith("mini+")
@@ -66,7 +69,12 @@ def test_result_record_contract(tiny):
     for key in ("git_commit", "torch", "threads", "date", "device", "calibration_gflops"):
         assert key in r["provenance"]
     code = r["provenance"]["code"]
-    assert {"seg_core/engine.py", "seg_core/models/gcn.py", "seg_core/data/synthetic.py", "ablations/execute.py"} <= set(code)
+    assert {
+        "seg_core/engine.py",
+        "seg_core/models/gcn.py",
+        "seg_core/data/synthetic.py",
+        "ablations/execute.py",
+    } <= set(code)
     assert "seg_core/models/icnet.py" not in code  # only the code this run depends on
 
 
@@ -84,8 +92,13 @@ def test_sweep_killed_with_sigkill_recovers_without_lost_duplicated_or_corrupt_r
     killed = {"specs": specs, "results": tmp_path / "killed", "cache": tmp_path / "cache"}
     reference = dict(killed, results=tmp_path / "reference")
 
-    proc = subprocess.Popen([sys.executable, "-m", "ablations", *cli_args(killed, "run", "tiny", "--jobs", "2")],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ablations", *cli_args(killed, "run", "tiny", "--jobs", "2")],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 240
     try:
         while time.time() < deadline and len(results(killed)) < 2:

@@ -21,16 +21,30 @@ def _mutate(text: str, old: str, new: str) -> str:
     return text.replace(old, new, 1)
 
 
-CHECK = 'x_default = 1\n[[report.checks]]\nclaim = "c"\na = "{a}"\nb = "baseline"\nexpect = "{expect}"\nmetric = "{metric}"'
+CHECK = (
+    'x_default = 1\n[[report.checks]]\nclaim = "c"\na = "{a}"\nb = "baseline"\nexpect = "{expect}"\nmetric = "{metric}"'
+)
 
 # (name, old text, new text, expected key path, words the message must contain)
 CASES = [
     ("unknown top-level key", 'metric = "miou"', 'metric = "miou"\ncolour = "red"', "colour", "unknown key"),
-    ("unknown section key", "lr = 0.01\nfreeze", "lr = 0.01\nlearning_rate = 1.0\nfreeze", "scales.mini.train.learning_rate", "unknown key"),
+    (
+        "unknown section key",
+        "lr = 0.01\nfreeze",
+        "lr = 0.01\nlearning_rate = 1.0\nfreeze",
+        "scales.mini.train.learning_rate",
+        "unknown key",
+    ),
     ("wrong type", "steps = 4", 'steps = "four"', "scales.mini.train.steps", "expected an integer"),
     ("unknown model", 'name = "single_head"', 'name = "unet"', "defaults.model.name", "unknown model"),
     ("unknown dataset", 'name = "shapes"', 'name = "coco"', "scales.mini.data.name", "unknown dataset"),
-    ("unknown backbone", 'backbone = "mini_resnet"', 'backbone = "vgg16"', "scales.mini.model.backbone", "unknown backbone"),
+    (
+        "unknown backbone",
+        'backbone = "mini_resnet"',
+        'backbone = "vgg16"',
+        "scales.mini.model.backbone",
+        "unknown backbone",
+    ),
     ("even k", "k = 5 }", "k = 4 }", "variants[2].model.k", "odd"),
     ("duplicate variant name", 'name = "k=5"', 'name = "k=3"', "variants[2].name", "duplicate"),
     ("empty variants", None, None, "variants", "at least one"),
@@ -43,30 +57,93 @@ CASES = [
     ("missing mini scale", "[scales.mini", "[scales.small", "scales.mini", "needs the mini scale"),
     ("gcn without k", 'model = { head = "gcn", k = 3 }', 'model = { head = "gcn" }', "model.k", "needs a kernel size"),
     ("data knob out of range", "radius_min = 3.0", "radius_min = 30.0", "scales.mini.data.radius_min", "radius_max"),
-    ("bad backbone option", "stem_width = 8,", "stem_widths = 8,", "scales.mini.model.backbone_options.stem_widths", "unknown option"),
-    ("paper value not a number", "paper.miou = 70.1", 'paper.miou = "70.1"', "variants[1].paper.miou", "expected a number"),
+    (
+        "bad backbone option",
+        "stem_width = 8,",
+        "stem_widths = 8,",
+        "scales.mini.model.backbone_options.stem_widths",
+        "unknown option",
+    ),
+    (
+        "paper value not a number",
+        "paper.miou = 70.1",
+        'paper.miou = "70.1"',
+        "variants[1].paper.miou",
+        "expected a number",
+    ),
     ("invalid toml", 'id = "tiny"', 'id = "tiny', "<toml>", "not valid TOML"),
-    ("check names an unknown variant", "x_default = 1", CHECK.format(a="k=7", expect="greater", metric="miou"),
-     "report.checks[0].a", "name of a variant"),
-    ("check with a bad expectation", "x_default = 1", CHECK.format(a="k=5", expect="bigger", metric="miou"),
-     "report.checks[0].expect", "expected one of"),
-    ("check with an unknown metric", "x_default = 1", CHECK.format(a="k=5", expect="greater", metric="f1"),
-     "report.checks[0].metric", "a metric the runs produce"),
-    ("'about equal' check without a margin", "x_default = 1", CHECK.format(a="k=5", expect="similar", metric="miou"),
-     "report.checks[0].margin", "equivalence margin"),
-    ("margin on a directional check", "x_default = 1", CHECK.format(a="k=5", expect="greater", metric="miou") + "\nmargin = 1.0",
-     "report.checks[0].margin", "similar"),
+    (
+        "check names an unknown variant",
+        "x_default = 1",
+        CHECK.format(a="k=7", expect="greater", metric="miou"),
+        "report.checks[0].a",
+        "name of a variant",
+    ),
+    (
+        "check with a bad expectation",
+        "x_default = 1",
+        CHECK.format(a="k=5", expect="bigger", metric="miou"),
+        "report.checks[0].expect",
+        "expected one of",
+    ),
+    (
+        "check with an unknown metric",
+        "x_default = 1",
+        CHECK.format(a="k=5", expect="greater", metric="f1"),
+        "report.checks[0].metric",
+        "a metric the runs produce",
+    ),
+    (
+        "'about equal' check without a margin",
+        "x_default = 1",
+        CHECK.format(a="k=5", expect="similar", metric="miou"),
+        "report.checks[0].margin",
+        "equivalence margin",
+    ),
+    (
+        "margin on a directional check",
+        "x_default = 1",
+        CHECK.format(a="k=5", expect="greater", metric="miou") + "\nmargin = 1.0",
+        "report.checks[0].margin",
+        "similar",
+    ),
     ("ordering check without min_rho", "min_rho = 0.5", "", "report.checks[1].min_rho", "rank correlation"),
-    ("ordering check naming variants", "min_rho = 0.5", 'min_rho = 0.5\na = "k=5"', "report.checks[1].a", "takes no a, b"),
-    ("spec without claims", '[[report.checks]]\nclaim = "k=5 beats the 1x1 baseline"\na = "k=5"\nb = "baseline"\n\n'
-     '[[report.checks]]\nclaim = "the variants rank as in the paper"\nkind = "ordering"\nmin_rho = 0.5\n', "",
-     "report.checks", "at least one"),
-    ("variant paper_model without the top-level one", "paper.miou = 71.1", "paper.miou = 71.1\npaper_model.model.k = 7",
-     "variants[2].paper_model", "top-level [paper_model]"),
-    ("unknown loss type", "lr = 0.01\nfreeze", 'lr = 0.01\nloss = { seg = { type = "dice" } }\nfreeze',
-     "scales.mini.train.loss.seg.type", "unknown loss type"),
-    ("paper_model without num_classes", 'metric = "miou"', 'metric = "miou"\npaper_model = { input_size = [64, 64] }',
-     "paper_model.num_classes", "missing required key"),
+    (
+        "ordering check naming variants",
+        "min_rho = 0.5",
+        'min_rho = 0.5\na = "k=5"',
+        "report.checks[1].a",
+        "takes no a, b",
+    ),
+    (
+        "spec without claims",
+        '[[report.checks]]\nclaim = "k=5 beats the 1x1 baseline"\na = "k=5"\nb = "baseline"\n\n'
+        '[[report.checks]]\nclaim = "the variants rank as in the paper"\nkind = "ordering"\nmin_rho = 0.5\n',
+        "",
+        "report.checks",
+        "at least one",
+    ),
+    (
+        "variant paper_model without the top-level one",
+        "paper.miou = 71.1",
+        "paper.miou = 71.1\npaper_model.model.k = 7",
+        "variants[2].paper_model",
+        "top-level [paper_model]",
+    ),
+    (
+        "unknown loss type",
+        "lr = 0.01\nfreeze",
+        'lr = 0.01\nloss = { seg = { type = "dice" } }\nfreeze',
+        "scales.mini.train.loss.seg.type",
+        "unknown loss type",
+    ),
+    (
+        "paper_model without num_classes",
+        'metric = "miou"',
+        'metric = "miou"\npaper_model = { input_size = [64, 64] }',
+        "paper_model.num_classes",
+        "missing required key",
+    ),
 ]
 
 
@@ -99,23 +176,31 @@ def test_malformed_spec_is_rejected_with_file_keypath_and_expectation(tiny, caps
 def test_cli_exit_status_is_2_in_a_real_process(tiny):
     text = tiny["spec"].read_text().replace("k = 5 }", "k = 6 }")
     tiny["spec"].write_text(text)
-    proc = subprocess.run([sys.executable, "-m", "ablations", *cli_args(tiny, "run", "tiny")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablations", *cli_args(tiny, "run", "tiny")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert re.search(r"tiny\.toml: variants\[2\]\.model\.k: expected a positive odd kernel size", proc.stderr)
     assert not tiny["results"].exists()
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["run", "tiny", "--scale", "paper"], "no scale 'paper'"),
-    (["run", "tiny", "--seeds", "1", "1"], "--seeds"),
-    (["run", "tiny", "train.stepz=3"], "train.stepz"),
-    (["run", "tiny", "--variant", "k=3", "model.k=4"], "odd"),
-    (["run", "tiny", "model.k=4"], "takes no k"),  # the 1x1 baseline is checked first
-    (["run", "tiny", "steps=3"], "section.key"),
-    (["run", "nope"], "no ablation 'nope'"),
-    (["run", "tiny", "--jobs", "0"], "--jobs"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["run", "tiny", "--scale", "paper"], "no scale 'paper'"),
+        (["run", "tiny", "--seeds", "1", "1"], "--seeds"),
+        (["run", "tiny", "train.stepz=3"], "train.stepz"),
+        (["run", "tiny", "--variant", "k=3", "model.k=4"], "odd"),
+        (["run", "tiny", "model.k=4"], "takes no k"),  # the 1x1 baseline is checked first
+        (["run", "tiny", "steps=3"], "section.key"),
+        (["run", "nope"], "no ablation 'nope'"),
+        (["run", "tiny", "--jobs", "0"], "--jobs"),
+    ],
+)
 def test_bad_command_line_exits_2_and_writes_nothing(tiny, capsys, args, fragment):
     assert main(cli_args(tiny, *args)) == 2
     assert fragment in capsys.readouterr().err
@@ -155,6 +240,8 @@ def test_paper_model_head_counts_match_tables_2_and_4_to_the_thousand():
         for variant in spec.variants:
             if "head_weights" not in variant.paper:
                 continue
-            assert abs(counts[variant.name]["parts"]["head"]["weights"] - variant.paper["head_weights"]) < 1000, variant.name
+            assert abs(counts[variant.name]["parts"]["head"]["weights"] - variant.paper["head_weights"]) < 1000, (
+                variant.name
+            )
             checked += 1
     assert checked == 8 + 4

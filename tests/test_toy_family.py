@@ -11,7 +11,7 @@ from conftest import cli_args
 from ablations.cli import main
 from report.generate import generate
 
-TOY_SPEC = '''
+TOY_SPEC = """
 extends = ["_base/toy-mini.toml"]
 id = "toy-kernel"
 title = "Toy: the classifier's kernel size"
@@ -39,9 +39,9 @@ paper.miou = 60.0
 name = "5x5"
 model.kernel = 5
 paper.miou = 62.0
-'''
+"""
 
-TOY_BASE = '''
+TOY_BASE = """
 [defaults.model]
 name = "toy_fcn"
 backbone = "mini_resnet"
@@ -62,7 +62,7 @@ val_images = 16
 steps = 3
 batch_size = 8
 lr = 0.01
-'''
+"""
 
 
 def test_a_new_family_and_its_table_need_no_driver_or_report_change(tiny, capsys):

@@ -37,7 +37,9 @@ def test_voc_val_is_padded_with_ignore(tmp_path):
     assert ds.num_classes == 21
     assert item["image"][:, 50, 10].tolist() == [124, 116, 104]  # padded with the mean colour
     band = boundary_band(item["label"][None].long(), 1.0)[0]
-    assert band[20, 19] and band[20, 20] and not band[39, 30] and not band[20:40, 59].any()  # the padded border is no boundary
+    assert (
+        band[20, 19] and band[20, 20] and not band[39, 30] and not band[20:40, 59].any()
+    )  # the padded border is no boundary
 
 
 def test_voc_train_aug_list_crops(tmp_path):
@@ -51,7 +53,9 @@ def test_voc_label_folder_is_an_option(tmp_path):
     _write_voc(tmp_path, ["a", "b"])
     base = tmp_path / "VOCdevkit" / "VOC2012"
     (base / "SegmentationClass").rename(base / "SegmentationClassAug")
-    ds = DATASETS.build("voc2012", split="train_aug", root=str(tmp_path), crop_size=64, label_dir="SegmentationClassAug")
+    ds = DATASETS.build(
+        "voc2012", split="train_aug", root=str(tmp_path), crop_size=64, label_dir="SegmentationClassAug"
+    )
     assert ds[0]["label"].shape == (64, 64)
     with pytest.raises(FileNotFoundError, match="label_dir"):
         DATASETS.build("voc2012", split="train_aug", root=str(tmp_path))

@@ -23,14 +23,22 @@ class ToyFCN(Segmenter):
         self.decoder_inputs = (backbone.top,)
 
     def decode(self, features, size, **extra):
-        return {"out": F.interpolate(self.head(features[self.backbone.top]), size=tuple(size), mode="bilinear", align_corners=False)}
+        return {
+            "out": F.interpolate(
+                self.head(features[self.backbone.top]), size=tuple(size), mode="bilinear", align_corners=False
+            )
+        }
 
     def parts(self):
         return {"backbone": ("backbone",), "head": ("head",)}
 
 
-@MODELS.register("toy_fcn", example={"backbone": "mini_resnet", "backbone_options": {"stem_width": 4, "widths": [4, 4, 8]}})
-def toy_fcn(*, num_classes: int, backbone: str, kernel: int = 3, backbone_options: dict[str, Any] | None = None) -> ToyFCN:
+@MODELS.register(
+    "toy_fcn", example={"backbone": "mini_resnet", "backbone_options": {"stem_width": 4, "widths": [4, 4, 8]}}
+)
+def toy_fcn(
+    *, num_classes: int, backbone: str, kernel: int = 3, backbone_options: dict[str, Any] | None = None
+) -> ToyFCN:
     if kernel not in (1, 3, 5):
         raise ConfigError("kernel", f"expected 1, 3 or 5, got {kernel}")
     return ToyFCN(build_backbone(backbone, backbone_options), num_classes, kernel)

@@ -55,28 +55,37 @@ NUM_CLASSES = 1 + len(SHAPES)
 class ShapesConfig:
     """Knobs of the generator (all sizes in pixels)."""
 
-    size: int = 64                    # image side
-    radius_min: float = 5.0           # object radius range (log-uniform)
+    size: int = 64  # image side
+    radius_min: float = 5.0  # object radius range (log-uniform)
     radius_max: float = 28.0
-    objects_min: int = 1              # objects per image (uniform)
+    objects_min: int = 1  # objects per image (uniform)
     objects_max: int = 3
-    distractors_max: int = 3          # background clutter before objects: 0..max per image
-    occluders_max: int = 1            # thin background bars over objects: 0..max per image
-    period_min: float = 3.0           # texture period range
+    distractors_max: int = 3  # background clutter before objects: 0..max per image
+    occluders_max: int = 1  # thin background bars over objects: 0..max per image
+    period_min: float = 3.0  # texture period range
     period_max: float = 8.0
-    noise_std: float = 8.0            # Gaussian noise, grey levels
+    noise_std: float = 8.0  # Gaussian noise, grey levels
 
     def __post_init__(self) -> None:
         checks = [
             ("size", self.size >= 8, f"must be >= 8, got {self.size}"),
-            ("radius_min", 0 < self.radius_min <= self.radius_max,
-             f"need 0 < radius_min <= radius_max, got {self.radius_min}, {self.radius_max}"),
-            ("objects_min", 0 <= self.objects_min <= self.objects_max and self.objects_max >= 1,
-             f"need 0 <= objects_min <= objects_max, objects_max >= 1; got {self.objects_min}, {self.objects_max}"),
+            (
+                "radius_min",
+                0 < self.radius_min <= self.radius_max,
+                f"need 0 < radius_min <= radius_max, got {self.radius_min}, {self.radius_max}",
+            ),
+            (
+                "objects_min",
+                0 <= self.objects_min <= self.objects_max and self.objects_max >= 1,
+                f"need 0 <= objects_min <= objects_max, objects_max >= 1; got {self.objects_min}, {self.objects_max}",
+            ),
             ("distractors_max", self.distractors_max >= 0, f"must be >= 0, got {self.distractors_max}"),
             ("occluders_max", self.occluders_max >= 0, f"must be >= 0, got {self.occluders_max}"),
-            ("period_min", 0 < self.period_min <= self.period_max,
-             f"need 0 < period_min <= period_max, got {self.period_min}, {self.period_max}"),
+            (
+                "period_min",
+                0 < self.period_min <= self.period_max,
+                f"need 0 < period_min <= period_max, got {self.period_min}, {self.period_max}",
+            ),
             ("noise_std", self.noise_std >= 0, f"must be >= 0, got {self.noise_std}"),
         ]
         for key, ok, message in checks:

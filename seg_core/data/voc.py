@@ -28,8 +28,27 @@ from seg_core.registry import DATASETS
 MEAN_COLOUR = (124, 116, 104)  # round(255 * ImageNet mean): zero after normalisation
 
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 
 
@@ -39,14 +58,23 @@ class VOCSegmentation(Dataset):
     class_names = VOC_CLASSES
     num_classes = len(VOC_CLASSES)
 
-    def __init__(self, *, root: str, split: str, crop_size: int = 512, train: bool | None = None,
-                 label_dir: str = "SegmentationClass") -> None:
+    def __init__(
+        self,
+        *,
+        root: str,
+        split: str,
+        crop_size: int = 512,
+        train: bool | None = None,
+        label_dir: str = "SegmentationClass",
+    ) -> None:
         import torchvision
 
         base = Path(root) / "VOCdevkit" / "VOC2012"
         list_file = base / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not list_file.exists():
-            raise FileNotFoundError(f"VOC split list not found: {list_file} (set data.root to the folder holding VOCdevkit)")
+            raise FileNotFoundError(
+                f"VOC split list not found: {list_file} (set data.root to the folder holding VOCdevkit)"
+            )
         if not (base / label_dir).is_dir():
             raise FileNotFoundError(f"VOC label folder not found: {base / label_dir} (data.label_dir)")
         image_set = split if split in ("train", "val", "trainval") and label_dir == "SegmentationClass" else None
@@ -93,7 +121,9 @@ class VOCSegmentation(Dataset):
             label = F.pad(label, (0, pw, 0, ph), value=IGNORE_INDEX)
         return image, label
 
-    def _random_crop(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _random_crop(
+        self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = label.shape
         top = int(torch.randint(0, h - self.crop_size + 1, (), generator=generator))
         left = int(torch.randint(0, w - self.crop_size + 1, (), generator=generator))
@@ -102,8 +132,15 @@ class VOCSegmentation(Dataset):
 
 
 @DATASETS.register("voc2012", class_names=VOC_CLASSES, input_size=lambda options: (options.get("crop_size", 512),) * 2)
-def voc2012(*, split: str, num_images: int | None = None, root: str, crop_size: int = 512, seed: int = 0,
-            label_dir: str = "SegmentationClass") -> VOCSegmentation:
+def voc2012(
+    *,
+    split: str,
+    num_images: int | None = None,
+    root: str,
+    crop_size: int = 512,
+    seed: int = 0,
+    label_dir: str = "SegmentationClass",
+) -> VOCSegmentation:
     """VOC 2012 (``split`` = a list in ImageSets/Segmentation, e.g. ``train_aug`` or ``val``).
 
     ``num_images`` is accepted for interface parity with the synthetic set and ignored unless

@@ -194,7 +194,9 @@ class SingleHeadSegmenter(Segmenter):
 _TINY_BACKBONE = {"stem_width": 8, "widths": [8, 8, 16]}
 
 
-@MODELS.register("single_head", example={"backbone": "mini_resnet", "head": "gcn", "k": 3, "backbone_options": _TINY_BACKBONE})
+@MODELS.register(
+    "single_head", example={"backbone": "mini_resnet", "head": "gcn", "k": 3, "backbone_options": _TINY_BACKBONE}
+)
 def single_head(
     *,
     num_classes: int,
@@ -212,7 +214,8 @@ def single_head(
     """
     net = build_backbone(backbone, backbone_options)
     return SingleHeadSegmenter(
-        net, build_head(head, in_channels=net.out_channels[net.top], num_classes=num_classes, k=k, stack_width=stack_width)
+        net,
+        build_head(head, in_channels=net.out_channels[net.top], num_classes=num_classes, k=k, stack_width=stack_width),
     )
 
 
@@ -287,7 +290,9 @@ class GCNSegmenter(Segmenter):
         def br() -> nn.Module:  # a fresh module per call: no two BRs share weights
             return BoundaryRefinement(num_classes) if refine else nn.Identity()
 
-        self.heads = nn.ModuleDict({s: _stage_head(stage_head, backbone.out_channels[s], num_classes, k) for s in names})
+        self.heads = nn.ModuleDict(
+            {s: _stage_head(stage_head, backbone.out_channels[s], num_classes, k) for s in names}
+        )
         self.stage_refine = nn.ModuleDict({s: br() for s in names})
         # fusion into stage s (all but the deepest): upsample the deeper map, add, refine
         self.fuse_upsample = nn.ModuleDict({s: ScoreUpsample(num_classes, upsample) for s in names[:-1]})

@@ -53,7 +53,9 @@ class PyramidPooling(nn.Module):
         if mode == "concat":
             reduced = channels // len(self.bins)
             self.reduce = nn.ModuleList(
-                nn.Sequential(nn.Conv2d(channels, reduced, 1, bias=False), nn.BatchNorm2d(reduced), nn.ReLU(inplace=True))
+                nn.Sequential(
+                    nn.Conv2d(channels, reduced, 1, bias=False), nn.BatchNorm2d(reduced), nn.ReLU(inplace=True)
+                )
                 for _ in self.bins
             )
         self.out_channels = channels + (channels // len(self.bins)) * len(self.bins) if mode == "concat" else channels
@@ -75,7 +77,11 @@ class PSPHead(nn.Sequential):
     """3x3 conv + BN + ReLU, dropout 0.1, 1x1 classifier (PSPNet's final layers)."""
 
     def __init__(self, in_channels: int, mid_channels: int, num_classes: int) -> None:
-        super().__init__(Conv2dNormActivation(in_channels, mid_channels, 3), nn.Dropout2d(0.1), nn.Conv2d(mid_channels, num_classes, 1))
+        super().__init__(
+            Conv2dNormActivation(in_channels, mid_channels, 3),
+            nn.Dropout2d(0.1),
+            nn.Conv2d(mid_channels, num_classes, 1),
+        )
 
 
 class PSPNet(Segmenter):
@@ -92,8 +98,11 @@ class PSPNet(Segmenter):
 
     def stages(self) -> list[tuple[str, nn.Module]]:
         names = {"layer1": "res2", "layer2": "res3", "layer3": "res4", "layer4": "res5"}
-        return ([("stem", self.backbone.stem)] + [(names[n], self.backbone.stages[n]) for n in self.backbone.stage_names]
-                + [("psp", self.psp), ("head", self.classifier)])
+        return (
+            [("stem", self.backbone.stem)]
+            + [(names[n], self.backbone.stages[n]) for n in self.backbone.stage_names]
+            + [("psp", self.psp), ("head", self.classifier)]
+        )
 
     def decode(self, features, size, **extra) -> dict[str, torch.Tensor]:
         logits = self.classifier(self.psp(features[self.backbone.top]))
@@ -113,8 +122,9 @@ class CascadeFeatureFusion(nn.Module):
 
     KERNELS = {"cff": (3, 2), "dc3": (3, 1), "dc5": (5, 1), "dc7": (7, 1)}
 
-    def __init__(self, low_channels: int, high_channels: int, out_channels: int, num_classes: int,
-                 fusion: str = "cff") -> None:
+    def __init__(
+        self, low_channels: int, high_channels: int, out_channels: int, num_classes: int, fusion: str = "cff"
+    ) -> None:
         super().__init__()
         if fusion not in self.KERNELS:
             raise ConfigError("fusion", f"expected one of {sorted(self.KERNELS)}, got {fusion!r}")
@@ -159,7 +169,7 @@ class ICNet(Segmenter):
         self.branches = branches
         self.backbone = dilated_resnet50(width=width, output_stride=8)
         res3 = self.backbone.stages["layer2"]
-        self.conv3_1 = res3[0]            # shared: sub2 ends here, sub4 continues from here
+        self.conv3_1 = res3[0]  # shared: sub2 ends here, sub4 continues from here
         self.res3_rest = nn.Sequential(*list(res3)[1:])
         c3 = self.backbone.out_channels["layer2"]
         top = self.backbone.out_channels["layer4"]
@@ -175,8 +185,11 @@ class ICNet(Segmenter):
             self.cff_24 = CascadeFeatureFusion(c_psp, c3, c_cff, num_classes, fusion)
             if branches == "sub124":
                 c1, c2 = _width(32, scale), _width(64, scale)
-                self.sub1 = nn.Sequential(Conv2dNormActivation(3, c1, 3, stride=2), Conv2dNormActivation(c1, c1, 3, stride=2),
-                                          Conv2dNormActivation(c1, c2, 3, stride=2))
+                self.sub1 = nn.Sequential(
+                    Conv2dNormActivation(3, c1, 3, stride=2),
+                    Conv2dNormActivation(c1, c1, 3, stride=2),
+                    Conv2dNormActivation(c1, c2, 3, stride=2),
+                )
                 self.cff_124 = CascadeFeatureFusion(c_cff, c2, c_cff, num_classes, fusion)
             self.classifier = nn.Conv2d(c_cff, num_classes, 1)
         self.decoder_inputs = ("image", "conv3_1", "res5")
@@ -218,7 +231,10 @@ def _trunk_options(backbone: str, backbone_options: dict | None, default_width: 
     if unknown:
         raise ConfigError(f"backbone_options.{sorted(unknown)[0]}", "unknown option; expected width, output_stride")
     if options.get("pretrained") is not None:
-        raise ConfigError("backbone_options.pretrained", "dilated_resnet50 has no published weights here; the mini scale pretrains its own")
+        raise ConfigError(
+            "backbone_options.pretrained",
+            "dilated_resnet50 has no published weights here; the mini scale pretrains its own",
+        )
     return options
 
 
