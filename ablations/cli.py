@@ -3,6 +3,8 @@
 Exit status: 0 success; 1 a run failed (diverged; recorded, the others ran); 2 bad input
 (spec, scale, seed, override, an unwritable results directory), in which case nothing has been
 written; 130 interrupted (Ctrl-C; run again to resume).
+
+``list`` reads only spec and result files (no torch), so it answers in about a second.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from ablations.runner import NotWritable, RunnerBusy, plan, run_sweep, write_paper_models
-from ablations.schema import Spec, SpecError, find_spec, load_spec, load_specs
-from ablations.sweep import COMMAND_LINE, expand
+from ablations.schema import Spec, SpecError, config_hash, find_spec, load_spec, load_specs, run_config, run_filename
+from ablations.store import read_result
 
 ROOT = Path(__file__).resolve().parent.parent
+COMMAND_LINE = "<command line>"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,9 +45,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _status(spec: Spec, scale: str, results: Path) -> str:
-    runs = expand(spec, scale, results_dir=results, validate=False)
-    done, _ = plan(runs)
-    return f"{len(done)}/{len(runs)}"
+    """Runs of the current configs with a result, from the spec and the files alone (no torch:
+    ``list`` stays quick)."""
+    done = failed = total = 0
+    for variant in spec.variants:
+        for seed in spec.seeds(scale):
+            h = config_hash(run_config(spec, scale, variant, seed))
+            record = read_result(results / spec.id / scale / run_filename(variant.slug, seed, h), h)
+            total += 1
+            done += record is not None
+            failed += record is not None and record["status"] == "failed"
+    return f"{done}/{total}" + (f" ({failed} failed)" if failed else "")
 
 
 def _list(args) -> int:
@@ -79,6 +89,9 @@ def _show(args, spec) -> int:
             "--scale",
             f"no scale {args.scale!r} in {spec.file.name}; expected one of {sorted(spec.scales)}",
         )
+    from ablations.runner import plan
+    from ablations.sweep import expand
+
     runs = expand(spec, args.scale, results_dir=args.results)  # validates before printing anything
     done, _ = plan(runs)
     lines = [
@@ -116,9 +129,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if args.command == "run":
         args.overrides = list(args.overrides) + extra
-    try:
-        if args.command == "list":
+    if args.command == "list":
+        try:
             return _list(args)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+    from ablations.runner import NotWritable, RunnerBusy, plan, run_sweep, write_paper_models
+    from ablations.sweep import expand
+    from seg_core.data.checks import DataError
+
+    try:
         spec = load_spec(find_spec(args.id, args.specs))
         if args.command == "show":
             return _show(args, spec)
@@ -153,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
         return 0
-    except (SpecError, RunnerBusy, NotWritable) as e:
+    except (SpecError, RunnerBusy, NotWritable, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,8 +1,5 @@
-"""Execute one resolved run: build data and model through seg_core, train, evaluate, record.
-
-This is the only module of the driver that trains models. It keeps small in-process caches
-(datasets, frozen-backbone features) so that a worker running several variants of one sweep
-generates the data and extracts the features once.
+"""Execute one resolved run: the protocol (:mod:`ablations.protocol`) plus what the driver keeps
+around it: the pretrained-backbone cache, the result record and its provenance.
 
 Every record names the code it depends on (``provenance.code``: a hash per source file, see
 :func:`code_fingerprint`), so the report can mark results whose code has changed since, and a
@@ -25,22 +22,24 @@ from typing import Any
 
 import torch
 
+from ablations.protocol import (  # noqa: F401  (re-exported for the runner and the tests)
+    PRETRAIN_THREADS,
+    ROOT,
+    RUN_THREADS,
+    SIZE_KEYS,
+    complexity_record,
+    dataset_kwargs,
+    pretrain_backbone,
+    run,
+)
 from ablations.schema import RECORD_VERSION, source_hash
 from ablations.store import config_hash, dumps, write_atomic
 from ablations.validate import build_on_meta, dataset_facts
-from seg_core import engine
-from seg_core.complexity import model_complexity
-from seg_core.data import take
-from seg_core.metrics import band_width_for
 from seg_core.models import pretraining_network
-from seg_core.registry import DATASETS, LOSSES, METRIC_FAMILIES, MODELS, POSTPROCESSORS
+from seg_core.registry import DATASETS, LOSSES, METRIC_FAMILIES, POSTPROCESSORS
 
-ROOT = Path(__file__).resolve().parent.parent
-SIZE_KEYS = ("name", "train_images", "val_images", "holdout_images")  # how much data, not which
-PRETRAIN_THREADS = 2  # fixed, so the pretrained weights do not depend on the machine's cores
-RUN_THREADS = 1  # fixed per run; parallelism comes from running several runs at once
-MAC_CONVENTION = "MACs = multiply-accumulates (FlopCounterMode FLOPs / 2), batch 1"
-# Code every run depends on, besides the modules of its model's classes and its dataset.
+# The code every run's numbers depend on, besides the modules of its model's classes, its dataset,
+# loss terms, post-processor and metric families (name lookups and bookkeeping are not in it).
 CORE_MODULES = (
     "seg_core.engine",
     "seg_core.losses",
@@ -49,42 +48,11 @@ CORE_MODULES = (
     "seg_core.contract",
     "seg_core.layers",
     "seg_core.backbones",
-    "seg_core.registry",
     "seg_core.data",
-    "ablations.execute",
+    "ablations.protocol",
 )
 
 
-def _dataset_kwargs(data: dict) -> dict:
-    """Builder options of a data section; a relative ``root`` is the project's (not the
-    current directory's), so a run finds its data wherever it is started from."""
-    kwargs = {k: v for k, v in data.items() if k not in SIZE_KEYS}
-    if "root" in kwargs:
-        kwargs["root"] = str(resolve_root(kwargs["root"]))
-    return kwargs
-
-
-def resolve_root(root: str) -> Path:
-    path = Path(root).expanduser()
-    return path if path.is_absolute() else ROOT / path
-
-
-@lru_cache(maxsize=4)
-def _dataset(data_json: str, split: str, num_images: int):
-    data = json.loads(data_json)
-    return DATASETS.build(data["name"], split=split, num_images=num_images, **_dataset_kwargs(data))
-
-
-def dataset(data: dict, split: str, num_images: int):
-    return _dataset(json.dumps(data, sort_keys=True), split, num_images)
-
-
-def build_model(model_cfg: dict, num_classes: int) -> torch.nn.Module:
-    kwargs = {k: v for k, v in model_cfg.items() if k != "name"}
-    return MODELS.build(model_cfg["name"], num_classes=num_classes, **kwargs)
-
-
-# ----------------------------------------------------------------------- code and machine
 def code_fingerprint(model: torch.nn.Module, config: dict) -> dict[str, str]:
     """``{source file (relative): hash}`` of the code a run depends on: the core modules, the
     modules of the model's classes, of its dataset, loss terms, post-processor and metrics."""
@@ -194,51 +162,28 @@ def read_pretrained(cache_dir: Path, pre_cfg: dict) -> tuple[dict | None, str | 
         return None, None
     try:
         meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        return None, f"{meta_path}: unreadable ({type(e).__name__}: {e})"
+    try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (a truncated zip, bad JSON, ...: all mean "damaged")
-        return None, f"{weights if meta_path.exists() else meta_path}: unreadable ({type(e).__name__}: {e})"
+    except Exception as e:  # noqa: BLE001  (a truncated zip, a pickle error...: all mean "damaged")
+        return None, f"{weights}: unreadable ({type(e).__name__}: {e})"
     if not isinstance(meta, dict) or meta.get("hash") != config_hash(pre_cfg) or not isinstance(state, dict):
         return None, f"{meta_path}: not the metadata of this backbone"
     return meta, None
 
 
 def ensure_pretrained(cache_dir: Path, pre_cfg: dict, log=lambda m: print(m, file=sys.stderr)) -> dict:
-    """Pretrain (once, cached) the backbone of ``pre_cfg``; returns its metadata.
-
-    Mini-scale stand-in for the papers' large-scale pretraining: the backbone with a 1x1
-    classifier (:func:`seg_core.models.pretraining_network`) is trained densely on the ``pretrain`` split, which shares no
-    image with train/val. Runs then load it. A damaged cache entry (a truncated ``.pt`` or
-    ``.json``) is reported with its path and pretrained again. The caller's thread count is
-    restored afterwards.
-    """
+    """Pretrain (once, cached) the backbone of ``pre_cfg`` (:func:`ablations.protocol.pretrain_backbone`);
+    returns its metadata. A damaged cache entry (a truncated ``.pt`` or ``.json``) is reported
+    with its path and pretrained again."""
     meta, damaged = read_pretrained(cache_dir, pre_cfg)
     if meta is not None:
         return meta
     if damaged:
         log(f"warning: pretrained backbone cache damaged, pretraining again: {damaged}")
-    threads = torch.get_num_threads()
-    try:
-        return _pretrain(cache_dir, pre_cfg)
-    finally:
-        torch.set_num_threads(threads)  # the caller's runs keep their own thread count
-
-
-def _pretrain(cache_dir: Path, pre_cfg: dict) -> dict:
+    state, stats = pretrain_backbone(pre_cfg)
     weights, meta_path = pretrain_paths(cache_dir, pre_cfg)
-    p = pre_cfg["pretrain"]
-    engine.seed_everything(p.get("seed", 0), PRETRAIN_THREADS)
-    data = dict(pre_cfg["data"], train_images=p["images"], val_images=1)
-    train_set = DATASETS.build(data["name"], split="pretrain", num_images=p["images"], **_dataset_kwargs(data))
-    model = pretraining_network(pre_cfg["backbone"], pre_cfg["backbone_options"], len(train_set.class_names))
-    schedule = engine.TrainConfig(
-        steps=p["steps"],
-        batch_size=p["batch_size"],
-        lr=p["lr"],
-        momentum=p.get("momentum", 0.9),
-        weight_decay=p.get("weight_decay", 1e-4),
-        poly_power=p.get("poly_power", 0.9),
-    )
-    stats = engine.train(model, train_set, schedule, seed=p.get("seed", 0), desc="pretrain backbone")
     meta = {
         "config": pre_cfg,
         "hash": config_hash(pre_cfg),
@@ -248,22 +193,14 @@ def _pretrain(cache_dir: Path, pre_cfg: dict) -> dict:
     }
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_suffix(f".pt.{os.getpid()}.tmp")
-    torch.save(model.backbone.state_dict(), tmp)
+    torch.save(state, tmp)
     os.replace(tmp, weights)
     write_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
 
 
 # ---------------------------------------------------------------------------------- a run
-_FEATURES: dict = {}
-
-
-def complexity_record(model: torch.nn.Module, input_size: tuple[int, int]) -> dict:
-    shape = (1, 3, *input_size)
-    return {"convention": MAC_CONVENTION, "input_shape": list(shape), **model_complexity(model, shape)}
-
-
-def execute_run(run: dict[str, Any], *, cache_dir: str, quiet: bool = False) -> dict:
+def execute_run(run_: dict[str, Any], *, cache_dir: str, quiet: bool = False) -> dict:
     """Train and evaluate one run; write its result file atomically; return the record.
 
     Raises :class:`seg_core.engine.TrainingDiverged` (nothing written) when the loss diverges:
@@ -271,92 +208,37 @@ def execute_run(run: dict[str, Any], *, cache_dir: str, quiet: bool = False) -> 
     """
     if quiet:
         os.environ["SEGBENCH_QUIET"] = "1"
-    config = run["config"]
-    seed = config["seed"]
-    data_cfg = config["data"]
-    n_train, n_holdout = data_cfg["train_images"], data_cfg.get("holdout_images", 0)
-    stream = dataset(data_cfg, "train", n_train + n_holdout)
-    train_set = take(stream, 0, n_train)
-    holdout_set = take(stream, n_train, n_train + n_holdout) if n_holdout else None  # never trained on
-    val_set = dataset(data_cfg, "val", data_cfg["val_images"])
-    class_names = list(stream.class_names)
-
-    engine.seed_everything(seed, RUN_THREADS)
-    model = build_model(config["model"], len(class_names))
+    config = run_["config"]
     pre_cfg = pretrain_config(config)
-    pre_meta = None
+    state = pre_meta = None
     if pre_cfg is not None:
         pre_meta = ensure_pretrained(Path(cache_dir), pre_cfg)
         weights, _ = pretrain_paths(Path(cache_dir), pre_cfg)
-        model.backbone.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-
-    schedule = engine.TrainConfig(**config["train"])
-    # Features may be shared between runs only when the frozen weights are the same (a pretrained
-    # backbone, identified by its hash) and the models extract the same features.
-    cache_key = (
-        None
-        if pre_meta is None
-        else (pre_meta["hash"], json.dumps(data_cfg, sort_keys=True), type(model).__name__, tuple(model.decoder_inputs))
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    model, numbers = run(
+        config,
+        desc=f"{run_['variant']} s{config['seed']}",
+        backbone_state=state,
+        backbone_id=None if pre_meta is None else pre_meta["hash"],
     )
-    t0 = time.perf_counter()
-    train_stats = engine.train(
-        model,
-        train_set,
-        schedule,
-        seed=seed,
-        desc=f"{run['variant']} s{seed}",
-        feature_cache=_FEATURES,
-        cache_key=cache_key,
-    )
-    eval_cfg = config.get("eval", {})
-    height, width = (int(v) for v in val_set[0]["image"].shape[-2:])
-    evaluation = {
-        "num_classes": len(class_names),
-        "band_width": eval_cfg.get("band_width", band_width_for(height, width)),
-        "batch_size": eval_cfg.get("batch_size", 64),
-        "postprocess": eval_cfg.get("postprocess"),
-        "metrics": eval_cfg.get("metrics", ()),
-        "workers": eval_cfg.get("workers", 0),
-    }
-    metrics = engine.evaluate(model, val_set, **evaluation)
-    eval_s = metrics.pop("eval_s")
-    holdout_metrics = None
-    if holdout_set is not None:  # for choices (schedules, learning rates); the report never shows it
-        holdout_metrics = engine.evaluate(model, holdout_set, **evaluation)
-        holdout_metrics.pop("eval_s")
     record = {
         "schema": RECORD_VERSION,
         "status": "ok",
-        "ablation": run["ablation"],
-        "scale": run["scale"],
-        "scale_tag": run["scale_tag"],
-        "variant": run["variant"],
-        "seed": seed,
-        "config_hash": run["config_hash"],
+        "ablation": run_["ablation"],
+        "scale": run_["scale"],
+        "scale_tag": run_["scale_tag"],
+        "variant": run_["variant"],
+        "seed": config["seed"],
+        "config_hash": run_["config_hash"],
         "config": config,
-        "overrides": run.get("overrides", {}),
-        "class_names": class_names,
-        "metrics": metrics,
-        "holdout_metrics": holdout_metrics,
-        "complexity": complexity_record(model, (height, width)),
-        "timing": {
-            "wall_s": round(time.perf_counter() - t0, 3),
-            "train_s": train_stats["train_s"],
-            "feature_extract_s": train_stats["feature_extract_s"],
-            "steps_per_s": train_stats["steps_per_s"],
-            "eval_s": eval_s,
-        },
-        "training": {
-            "steps": train_stats["steps"],
-            "final_loss": train_stats["final_loss"],
-            "loss_curve": train_stats["loss_curve"],
-        },
+        "overrides": run_.get("overrides", {}),
+        **numbers,
         "pretrained_backbone": None
         if pre_meta is None
         else {"hash": pre_meta["hash"], "steps": pre_meta["steps"], "final_loss": pre_meta["final_loss"]},
         "provenance": provenance(code_fingerprint(model, config)),
     }
-    write_atomic(Path(run["path"]), dumps(record))
+    write_atomic(Path(run_["path"]), dumps(record))
     return record
 
 

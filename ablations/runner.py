@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
@@ -28,12 +29,14 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from ablations.execute import ROOT, ensure_pretrained, execute_run, paper_model_complexity, pretrain_config, provenance
+from ablations.execute import ensure_pretrained, execute_run, paper_model_complexity, pretrain_config, provenance
+from ablations.protocol import ROOT, dataset_kwargs
 from ablations.schema import RECORD_VERSION, Spec, stale_sources
 from ablations.store import dumps, find_computed, leftover_temp_files, read_result, stale_siblings, write_atomic
 from ablations.validate import dataset_facts
 from seg_core.engine import TrainingDiverged
 from seg_core.progress import progress
+from seg_core.registry import DATASETS
 
 
 class RunnerBusy(RuntimeError):
@@ -85,15 +88,18 @@ def _prune(run: dict) -> None:
 
 
 def check_writable(directories: list[Path]) -> None:
-    """Every results directory (or its nearest existing parent) must be writable, before training."""
+    """Every results directory (or its nearest existing parent) must take a new file, before any
+    training (a real probe: permission bits say nothing for root, nor on a read-only mount)."""
     for d in directories:
         probe = d
         while not probe.exists():
             probe = probe.parent
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise NotWritable(
-                f"{probe} is not writable: results could not be saved; fix its permissions or pass --results"
-            )
+        try:
+            fd, tmp = tempfile.mkstemp(dir=probe, prefix=".write-probe.")
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as e:
+            raise NotWritable(f"{probe} cannot hold results ({e.strerror or e}); fix it or pass --results") from None
 
 
 def run_sweep(
@@ -116,6 +122,11 @@ def run_sweep(
         )
         return result
     check_writable(directories)
+    for data in _unique(r["config"]["data"] for r in pending):  # a dataset on disk is checked before anything
+        verify = DATASETS.metadata(data["name"]).get("verify")
+        if verify is not None:
+            log(f"checking dataset {data['name']} at {data.get('root', '')} ...")
+            verify(dataset_kwargs(data), ["train", "val"])
     with ExitStack() as stack:
         for d in directories:
             stack.enter_context(directory_lock(d))
@@ -145,14 +156,23 @@ def run_sweep(
                 for run in pending:
                     _finish(run, _attempt(run, str(cache_dir)), bar, log, result)
             else:
+                # Workers stopped on Ctrl-C leave the pool's semaphores to the resource tracker, which
+                # then warns about them at exit; that is expected here, not a leak to report.
+                if "ignore:resource_tracker:UserWarning" not in sys.warnoptions:
+                    sys.warnoptions.append("ignore:resource_tracker:UserWarning")
                 ctx = get_context("spawn")
-                with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+                pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_ignore_interrupts)
+                try:
                     futures = {pool.submit(_attempt, run, str(cache_dir), True): run for run in pending}
                     remaining = set(futures)
                     while remaining:
                         finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
                         for future in finished:
                             _finish(futures[future], future.result(), bar, log, result)
+                except BaseException:  # Ctrl-C or a crash: stop the workers now, keep what is written
+                    _stop(pool)
+                    raise
+                pool.shutdown()
         finally:
             bar.close()
     return result
@@ -185,6 +205,22 @@ def _attempt(run: dict, cache_dir: str, quiet: bool = False) -> dict:
         }
         write_atomic(Path(run["path"]), dumps(record))
         return record
+
+
+def _ignore_interrupts() -> None:
+    """Pool workers leave Ctrl-C to the runner, which stops them (no traceback per worker)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    processes = list((pool._processes or {}).values())  # noqa: SLF001  (the pool offers no public kill)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=10)
 
 
 def _enable_faulthandler() -> None:

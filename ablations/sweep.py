@@ -89,7 +89,13 @@ def expand(
         merged, origin = spec.resolve(scale, variant)
         for key, value in parsed.items():
             apply_override(merged, key, value)
-            origin[key] = f"override {key}"
+            for stale in [k for k in origin if k.startswith(f"{key}.")]:
+                del origin[stale]
+            parts = key.split(".")
+            for n in range(2, len(parts) + 1):  # the key and the tables it creates come from the command line
+                prefix = ".".join(parts[:n])
+                if prefix == key or prefix not in origin:
+                    origin[prefix] = f"override {key}"
         if validate:
             validate_run(merged, locator(spec.file, origin, spec.where))
         for seed in seed_list:

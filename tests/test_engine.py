@@ -82,16 +82,16 @@ def test_divergence_is_reported():
 
 def test_frozen_random_backbones_do_not_share_cached_features(tiny, tmp_path):
     """Without pretraining, each seed's frozen backbone is different: no feature sharing."""
-    from ablations import execute
+    from ablations import protocol
 
     spec = load_spec(tiny["spec"])
     run = [r for r in expand(spec, "mini", results_dir=tiny["results"]) if r["variant"] == "k=3"][0]
     config = {k: v for k, v in run["config"].items() if k != "pretrain"}
     seed0 = dict(run, config=dict(config, seed=0), path=str(tmp_path / "s0.json"))
     seed1 = dict(run, config=dict(config, seed=1), path=str(tmp_path / "s1.json"))
-    execute._FEATURES.clear()
+    protocol._FEATURES.clear()
     alone = execute_run(seed1, cache_dir=str(tiny["cache"]))["metrics"]
-    execute._FEATURES.clear()
+    protocol._FEATURES.clear()
     execute_run(seed0, cache_dir=str(tiny["cache"]))
     after_other_seed = execute_run(seed1, cache_dir=str(tiny["cache"]))["metrics"]
     assert after_other_seed == alone

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from seg_core.data.checks import DataError
 from seg_core.losses import IGNORE_INDEX
 from seg_core.registry import DATASETS
 
@@ -131,7 +132,64 @@ class VOCSegmentation(Dataset):
         return image[(slice(None),) + sl], label[sl]
 
 
-@DATASETS.register("voc2012", class_names=VOC_CLASSES, input_size=lambda options: (options.get("crop_size", 512),) * 2)
+LAYOUT = """<root>/VOCdevkit/VOC2012/
+    JPEGImages/<name>.jpg
+    SegmentationClass/<name>.png           (or label_dir, e.g. SegmentationClassAug for train_aug)
+    ImageSets/Segmentation/<split>.txt     (one image name per line)"""
+HOW_TO_GET = (
+    "PASCAL VOC 2012 from the official site (VOCtrainval_11-May-2012.tar), extracted so that VOCdevkit is "
+    "in <root>; the SBD augmentation (train_aug) as SegmentationClassAug and its list"
+)
+
+
+def verify_voc(options: dict, splits: list[str]) -> None:
+    """Check a VOC root before any training: the layout, each split's list, and every listed
+    image and label (present, same size, a palette or grey label with values in the classes or
+    255). Raises :class:`DataError` naming the path and what is wrong."""
+    from PIL import Image
+
+    root = Path(options["root"])
+    base = root / "VOCdevkit" / "VOC2012"
+    label_dir = options.get("label_dir", "SegmentationClass")
+    if not base.is_dir():
+        raise DataError(root, f"no VOCdevkit/VOC2012 here; expected the layout\n{LAYOUT}\nGet {HOW_TO_GET}.")
+    for folder in ("JPEGImages", label_dir, "ImageSets/Segmentation"):
+        if not (base / folder).is_dir():
+            raise DataError(base / folder, f"missing folder; expected the layout\n{LAYOUT}")
+    allowed = set(range(len(VOC_CLASSES))) | {IGNORE_INDEX}
+    for split in splits:
+        list_file = base / "ImageSets" / "Segmentation" / f"{split}.txt"
+        if not list_file.is_file():
+            raise DataError(list_file, f"missing split list (one image name per line); expected the layout\n{LAYOUT}")
+        names = list_file.read_text().split()
+        if not names:
+            raise DataError(list_file, "the split list is empty")
+        for name in names:
+            image, label = base / "JPEGImages" / f"{name}.jpg", base / label_dir / f"{name}.png"
+            for path in (image, label):
+                if not path.is_file():
+                    raise DataError(path, f"missing (listed in {list_file.name})")
+            with Image.open(image) as im, Image.open(label) as lb:
+                if lb.mode not in ("P", "L"):
+                    raise DataError(
+                        label, f"label image in mode {lb.mode}; expected class indices (palette 'P' or grey 'L')"
+                    )
+                if im.size != lb.size:
+                    raise DataError(label, f"label is {lb.size[0]}x{lb.size[1]}, its image {im.size[0]}x{im.size[1]}")
+                values = set(np.unique(np.asarray(lb)).tolist())
+            bad = sorted(values - allowed)
+            if bad:
+                raise DataError(
+                    label, f"label value(s) {bad} outside the {len(VOC_CLASSES)} classes and {IGNORE_INDEX} (void)"
+                )
+
+
+@DATASETS.register(
+    "voc2012",
+    class_names=VOC_CLASSES,
+    input_size=lambda options: (options.get("crop_size", 512),) * 2,
+    verify=verify_voc,
+)
 def voc2012(
     *,
     split: str,
