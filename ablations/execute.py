@@ -35,28 +35,25 @@ from ablations.protocol import (  # noqa: F401  (re-exported for the runner and 
 from ablations.schema import RECORD_VERSION, source_hash
 from ablations.store import config_hash, dumps, write_atomic
 from ablations.validate import build_on_meta, dataset_facts
-from seg_core.models import pretraining_network
-from seg_core.registry import DATASETS, LOSSES, METRIC_FAMILIES, POSTPROCESSORS
+from seg_core.models.pretraining import pretraining_network
+from seg_core.registry import BACKBONES, DATASETS, LOSSES, METRIC_FAMILIES, MODELS, POSTPROCESSORS
 
-# The code every run's numbers depend on, besides the modules of its model's classes, its dataset,
-# loss terms, post-processor and metric families (name lookups and bookkeeping are not in it).
-CORE_MODULES = (
-    "seg_core.engine",
-    "seg_core.losses",
-    "seg_core.metrics",
-    "seg_core.complexity",
-    "seg_core.contract",
-    "seg_core.layers",
-    "seg_core.backbones",
-    "seg_core.data",
-    "ablations.protocol",
-)
+# A run's code is the transitive closure of in-project imports from the modules that built and
+# ran it. Name lookups and progress bars shape no number; package __init__ modules are included
+# (they may define code) but their imports, which only aggregate, are not followed.
+ROOT_MODULES = ("ablations.protocol",)
+NOT_RESULT_CODE = ("seg_core.registry", "seg_core.progress")
 
 
-def code_fingerprint(model: torch.nn.Module, config: dict) -> dict[str, str]:
+def code_fingerprint(model: torch.nn.Module, config: dict, extra_modules: tuple[str, ...] = ()) -> dict[str, str]:
     """``{source file (relative): hash}`` of the code a run depends on: the core modules, the
     modules of the model's classes, of its dataset, loss terms, post-processor and metrics."""
-    modules = set(CORE_MODULES) | {type(m).__module__ for m in model.modules()}
+    modules = set(ROOT_MODULES) | set(extra_modules) | {type(m).__module__ for m in model.modules()}
+    if "model" in config:  # the builders that assembled the model (their code shapes it too)
+        if "name" in config["model"]:
+            modules.add(MODELS.get(config["model"]["name"]).__module__)
+        if config["model"].get("backbone") in BACKBONES:
+            modules.add(BACKBONES.get(config["model"]["backbone"]).__module__)
     modules.add(DATASETS.get(config["data"]["name"]).__module__)
     for term in config["train"].get("loss", {}).values():
         if term.get("type") in LOSSES:
@@ -65,13 +62,47 @@ def code_fingerprint(model: torch.nn.Module, config: dict) -> dict[str, str]:
     if ev.get("postprocess"):
         modules.add(POSTPROCESSORS.get(ev["postprocess"]["type"]).__module__)
     modules.update(METRIC_FAMILIES.get(name).__module__ for name in ev.get("metrics", []))
-    return _hash_modules(tuple(sorted(m for m in modules if m.split(".")[0] in ("seg_core", "ablations"))))
+    return _hash_modules(tuple(sorted(m for m in modules if _in_project(m))))
+
+
+def _in_project(name: str) -> bool:
+    return name.split(".")[0] in ("seg_core", "ablations") and name not in NOT_RESULT_CODE
+
+
+def _imports(name: str) -> set[str]:
+    """In-project modules ``name`` imports (``from pkg import submodule`` counts the submodule)."""
+    import ast
+
+    tree = ast.parse(Path(sys.modules[name].__file__).read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # every project module is imported by now (seg_core fills its registries)
+            subs = {f"{node.module}.{alias.name}" for alias in node.names} & set(sys.modules)
+            found.update(subs)
+            if len(subs) < len(node.names):  # names defined in the module itself, not only submodules of it
+                found.add(node.module)
+    return {m for m in found if _in_project(m)}
 
 
 @lru_cache(maxsize=64)
-def _hash_modules(modules: tuple[str, ...]) -> dict[str, str]:
+def _hash_modules(roots: tuple[str, ...]) -> dict[str, str]:
+    import importlib
+
+    seen: set[str] = set()
+    stack = [m for m in roots if _in_project(m)]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        module = importlib.import_module(name)
+        if not Path(module.__file__).name == "__init__.py":  # an aggregating __init__ is not followed
+            stack.extend(_imports(name) - seen)
     out = {}
-    for name in modules:
+    for name in sorted(seen):
         file = Path(sys.modules[name].__file__).resolve()
         out[file.relative_to(ROOT).as_posix()] = source_hash(file)
     return out
@@ -142,7 +173,11 @@ def pretrain_config(config: dict) -> dict | None:
     classes, _ = dataset_facts(config["data"])
     with torch.device("meta"):
         net = pretraining_network(model["backbone"], _no_weights(model.get("backbone_options", {})), len(classes))
-    pre["code"] = code_fingerprint(net, {"data": config["data"], "train": {}})
+    pre["code"] = code_fingerprint(
+        net,
+        {"data": config["data"], "train": {}, "model": {"backbone": model["backbone"]}},
+        extra_modules=(pretraining_network.__module__,),
+    )
     return pre
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 
-from seg_core import engine
+import seg_core.engine as engine
 from seg_core.complexity import model_complexity
-from seg_core.data import take
+from seg_core.data.splits import take
+from seg_core.distributed import Shard
 from seg_core.metrics import band_width_for
-from seg_core.models import pretraining_network
+from seg_core.models.pretraining import pretraining_network
 from seg_core.registry import DATASETS, MODELS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,12 +97,14 @@ _FEATURES: dict = {}
 
 
 def run(
-    config: dict, *, desc: str, backbone_state: dict | None, backbone_id: str | None
+    config: dict, *, desc: str, backbone_state: dict | None, backbone_id: str | None, shard: Shard | None = None
 ) -> tuple[torch.nn.Module, dict]:
     """Train and evaluate one run config; returns the trained model and the record's numbers.
 
     ``backbone_state`` (pretrained weights, identified by ``backbone_id``) is loaded into the
-    model's backbone. Raises :class:`seg_core.engine.TrainingDiverged` when the loss diverges.
+    model's backbone. ``shard``: this process's part of a data-parallel run
+    (:mod:`seg_core.distributed`). Raises :class:`seg_core.engine.TrainingDiverged` when the
+    loss diverges.
     """
     seed = config["seed"]
     data_cfg = config["data"]
@@ -126,7 +129,7 @@ def run(
     )
     t0 = time.perf_counter()
     train_stats = engine.train(
-        model, train_set, schedule, seed=seed, desc=desc, feature_cache=_FEATURES, cache_key=cache_key
+        model, train_set, schedule, seed=seed, desc=desc, feature_cache=_FEATURES, cache_key=cache_key, shard=shard
     )
     eval_cfg = config.get("eval", {})
     height, width = (int(v) for v in val_set[0]["image"].shape[-2:])
@@ -137,6 +140,7 @@ def run(
         "postprocess": eval_cfg.get("postprocess"),
         "metrics": eval_cfg.get("metrics", ()),
         "workers": eval_cfg.get("workers", 0),
+        "shard": shard,
     }
     metrics = engine.evaluate(model, val_set, **evaluation)
     eval_s = metrics.pop("eval_s")

@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from seg_core.backbones import StagedBackbone
+from seg_core.backbones.base import StagedBackbone
 
 
 @runtime_checkable

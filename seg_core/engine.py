@@ -44,8 +44,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from seg_core.distributed import Shard
 from seg_core.losses import CompositeLoss
 from seg_core.metrics import SegmentationEvaluator
 from seg_core.progress import progress
@@ -151,16 +152,24 @@ def collate(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tens
 
 
 def train_batches(
-    dataset: Dataset, config: TrainConfig, seed: int
+    dataset: Dataset, config: TrainConfig, seed: int, shard: Shard | None = None
 ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-    """``config.steps`` training batches as ``(indices, batch)``, from seeded epoch permutations."""
+    """``config.steps`` training batches as ``(indices, batch)``, from seeded epoch permutations.
+
+    With a ``shard``, this rank's part of each global batch: every ``world``-th sample from its
+    ``rank``, each keeping its global slot (so its augmentation seed) in the batch.
+    """
     generator = torch.Generator().manual_seed(seed)
-    indices = _index_batches(len(dataset), config.batch_size, config.steps, generator)
+    rank, world = (shard.rank, shard.world) if shard is not None else (0, 1)
+    slots = list(range(rank, config.batch_size, world))
+    indices = (idx[rank::world] for idx in _index_batches(len(dataset), config.batch_size, config.steps, generator))
     if in_memory(dataset):
         for idx in indices:
             yield idx, {"image": dataset.images[idx], "label": dataset.labels[idx]}
         return
-    keys = [[(int(i), sample_seed(seed, step, slot)) for slot, i in enumerate(idx)] for step, idx in enumerate(indices)]
+    keys = [
+        [(int(i), sample_seed(seed, step, slot)) for slot, i in zip(slots, idx)] for step, idx in enumerate(indices)
+    ]
     loader = DataLoader(
         _Augmented(dataset),
         batch_sampler=keys,
@@ -172,16 +181,18 @@ def train_batches(
         yield torch.tensor([i for i, _ in key]), batch
 
 
-def eval_batches(dataset: Dataset, batch_size: int, workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-    """The whole set in order, without augmentation."""
+def eval_batches(
+    dataset: Dataset, batch_size: int, workers: int = 0, shard: Shard | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The whole set in order, without augmentation (with a ``shard``: every ``world``-th item)."""
+    rank, world = (shard.rank, shard.world) if shard is not None else (0, 1)
     if in_memory(dataset):
-        for start in range(0, len(dataset), batch_size):
-            yield {
-                "image": dataset.images[start : start + batch_size],
-                "label": dataset.labels[start : start + batch_size],
-            }
+        images, labels = dataset.images[rank::world], dataset.labels[rank::world]
+        for start in range(0, len(images), batch_size):
+            yield {"image": images[start : start + batch_size], "label": labels[start : start + batch_size]}
         return
-    yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
+    part = dataset if world == 1 else Subset(dataset, range(rank, len(dataset), world))
+    yield from DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
 
 
 def model_inputs(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -223,14 +234,21 @@ def train(
     desc: str = "train",
     feature_cache: dict | None = None,
     cache_key: object = None,
+    shard: Shard | None = None,
 ) -> dict:
     """Train ``model`` in place; returns the loss curve (``[step, loss, lr]`` at about 50
     steps), wall time and throughput.
 
     ``feature_cache`` (a dict the caller keeps) and ``cache_key`` (identifying the frozen
     trunk's weights and the training set) let consecutive runs share extracted features.
-    Raises :class:`TrainingDiverged` when the loss stops being finite.
+    Raises :class:`TrainingDiverged` when the loss stops being finite. With a ``shard`` (one of
+    several data-parallel processes) ``config.batch_size`` is the global batch: this rank trains
+    on its part and gradients are averaged across ranks (:mod:`seg_core.distributed`).
     """
+    if shard is not None and config.batch_size % shard.world:
+        raise ConfigError(
+            "batch_size", f"a global batch of {config.batch_size} does not split over {shard.world} processes"
+        )
     criterion = CompositeLoss.from_config(config.loss)
     cached = None
     extract_s = 0.0
@@ -260,7 +278,7 @@ def train(
     bar = progress(config.steps, desc)
     t0 = time.perf_counter()
     try:
-        for step, (idx, batch) in enumerate(train_batches(dataset, config, seed)):
+        for step, (idx, batch) in enumerate(train_batches(dataset, config, seed, shard)):
             lr = scheduler.get_last_lr()[0]
             extra = model_inputs(model, batch)
             size = tuple(batch["image"].shape[-2:])
@@ -273,11 +291,16 @@ def train(
             else:
                 outputs = model(normalize(batch["image"]), **extra)
             loss, _ = criterion(outputs, loss_targets(criterion, batch))
-            value = float(loss.detach())
-            if not torch.isfinite(loss):
+            reported = loss.detach().clone()
+            if shard is not None:  # every rank sees the same mean loss, so they stop together
+                reported = shard.all_reduce_(reported) / shard.world
+            value = float(reported)
+            if not torch.isfinite(reported):
                 raise TrainingDiverged(step, value, lr)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if shard is not None:
+                shard.average_gradients(params)
             optimizer.step()
             scheduler.step()
             if step % max(1, config.steps // 50) == 0 or step == config.steps - 1:
@@ -318,11 +341,14 @@ def evaluate(
     postprocess: Mapping[str, Any] | None = None,
     metrics: Sequence[str] = (),
     workers: int = 0,
+    shard: Shard | None = None,
 ) -> dict:
     """Metrics over the whole set from one confusion matrix (see :mod:`seg_core.metrics`).
 
     ``postprocess`` (``{"type": name, ...}``) maps the softmax probabilities before the argmax;
-    its time is reported as ``postprocess_s``. ``metrics`` names extra metric families.
+    its time is reported as ``postprocess_s``. ``metrics`` names extra metric families. With a
+    ``shard``, each rank scores its part of the set and the confusion matrices (and the metric
+    families, through their ``reduce(shard)``) are summed across ranks.
     """
     model.eval()
     evaluator = SegmentationEvaluator(num_classes, band_width)
@@ -330,7 +356,7 @@ def evaluate(
     post = build_postprocessor(postprocess)
     post_s = 0.0
     t0 = time.perf_counter()
-    for batch in eval_batches(dataset, batch_size, workers):
+    for batch in eval_batches(dataset, batch_size, workers, shard):
         logits = model(normalize(batch["image"]), **model_inputs(model, batch))["out"]
         if post is not None:
             t1 = time.perf_counter()
@@ -341,6 +367,10 @@ def evaluate(
         evaluator.update(pred, label)
         for family in families.values():
             family.update(pred, batch)
+    if shard is not None:
+        evaluator.reduce(shard)
+        for family in families.values():
+            family.reduce(shard)
     out = evaluator.summary()
     for family in families.values():
         out.update(family.summary())

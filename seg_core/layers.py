@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from seg_core.backbones import StagedBackbone
+from seg_core.backbones.base import StagedBackbone
 from seg_core.registry import BACKBONES, ConfigError
 
 

@@ -186,6 +186,12 @@ class SegmentationEvaluator:
             self.band.update(pred, label, band)
             self.interior.update(pred, label, ~band)
 
+    def reduce(self, shard) -> None:
+        """Sum the matrices over the ranks of a data-parallel evaluation (int64, exact)."""
+        for cm in (self.overall, self.band, self.interior):
+            if cm is not None:
+                shard.all_reduce_(cm.matrix)
+
     def summary(self) -> dict:
         out = self.overall.summary()
         if self.band is not None:

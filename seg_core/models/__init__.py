@@ -3,12 +3,6 @@ builders (:data:`seg_core.registry.MODELS`); the contract they follow is
 :mod:`seg_core.contract`."""
 
 from seg_core.models import gcn, icnet  # noqa: F401  (fill the registries)
+from seg_core.models.pretraining import pretraining_network
 
-
-def pretraining_network(backbone: str, backbone_options: dict | None, num_classes: int):
-    """The network the mini scale pretrains a backbone with: the backbone and a 1x1 classifier
-    on its top map, trained densely (the papers start from pretrained backbones; this is the
-    stand-in). Only its backbone's weights are kept."""
-    return gcn.single_head(
-        num_classes=num_classes, backbone=backbone, head="pointwise", backbone_options=backbone_options
-    )
+__all__ = ["pretraining_network"]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seg_core.backbones import StagedBackbone
+from seg_core.backbones.base import StagedBackbone
 from seg_core.contract import Segmenter
 from seg_core.layers import build_backbone
 from seg_core.registry import HEADS, MODELS, ConfigError

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
-from seg_core.backbones import _width, dilated_resnet50
+from seg_core.backbones.pspnet import _width, dilated_resnet50
 from seg_core.contract import Segmenter
 from seg_core.registry import MODELS, ConfigError
 
