@@ -9,6 +9,7 @@ result's fingerprint covers: a change elsewhere in the driver never marks result
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from functools import lru_cache
@@ -141,7 +142,13 @@ def run(
         "metrics": eval_cfg.get("metrics", ()),
         "workers": eval_cfg.get("workers", 0),
         "shard": shard,
+        "inference": eval_cfg.get("inference"),
+        "amp": config["train"].get("amp", "none"),
     }
+    search = None
+    if postprocess_grid(evaluation["postprocess"]) is not None:  # chosen on held-out training data, never on val
+        search = tune_postprocess(model, holdout_set, evaluation)
+        evaluation["postprocess"] = search["chosen"]
     metrics = engine.evaluate(model, val_set, **evaluation)
     eval_s = metrics.pop("eval_s")
     holdout_metrics = None
@@ -160,6 +167,7 @@ def run(
             "steps_per_s": train_stats["steps_per_s"],
             "eval_s": eval_s,
         },
+        "postprocess_search": search,
         "training": {
             "steps": train_stats["steps"],
             "final_loss": train_stats["final_loss"],
@@ -167,3 +175,24 @@ def run(
         },
     }
     return model, numbers
+
+
+def postprocess_grid(postprocess: dict | None) -> list[dict] | None:
+    """The post-processor settings to try when some of its options are lists (a grid, in the
+    options' order), else None."""
+    if not postprocess or not any(isinstance(v, list) for v in postprocess.values()):
+        return None
+    keys = list(postprocess)
+    values = [v if isinstance(v, list) else [v] for v in postprocess.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def tune_postprocess(model: torch.nn.Module, holdout_set, evaluation: dict) -> dict:
+    """Evaluate every setting of the grid on the held-out images and keep the best mIoU (the
+    first on a tie): how DeepLab chose its CRF weights, but never on the split that is reported."""
+    trials = []
+    for params in postprocess_grid(evaluation["postprocess"]):
+        scored = engine.evaluate(model, holdout_set, **{**evaluation, "postprocess": params})
+        trials.append({"params": params, "holdout_miou": scored["miou"]})
+    best = max(range(len(trials)), key=lambda i: (trials[i]["holdout_miou"], -i))
+    return {"on": "holdout", "trials": trials, "chosen": trials[best]["params"]}

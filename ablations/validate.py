@@ -24,11 +24,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from ablations.protocol import postprocess_grid
 from ablations.schema import SpecError, check_type
 from seg_core.engine import TrainConfig
 from seg_core.losses import CompositeLoss
 from seg_core.metrics import SegmentationEvaluator
-from seg_core.registry import BACKBONES, DATASETS, INPUTS, METRIC_FAMILIES, MODELS, POSTPROCESSORS, TARGETS, ConfigError
+from seg_core.registry import (
+    BACKBONES,
+    DATASETS,
+    INFERENCE,
+    INPUTS,
+    METRIC_FAMILIES,
+    MODELS,
+    POSTPROCESSORS,
+    TARGETS,
+    ConfigError,
+)
 
 DATA_COMMON = {
     "name": (str, True),
@@ -49,6 +60,7 @@ PRETRAIN = {
     "seed": (int, False),
 }
 EVAL = {
+    "inference": (dict, False),
     "batch_size": (int, False),
     "band_width": (float, False),
     "postprocess": (dict, False),
@@ -221,12 +233,20 @@ def validate_run(config: dict, locate: Locate) -> None:
     if post is not None:
         if post.get("type") not in POSTPROCESSORS:
             raise c.fail("eval.postprocess.type", f"expected one of {POSTPROCESSORS.names()}, got {post.get('type')!r}")
+        grid = postprocess_grid(post) or [post]
+        if len(grid) > 1 and not data.get("holdout_images"):
+            raise c.fail(
+                "eval.postprocess", "a grid of settings is searched on held-out training data: set data.holdout_images"
+            )
         check = POSTPROCESSORS.metadata(post["type"]).get("check")
-        if check is not None:
+        for setting in grid if check is not None else []:
             try:
-                check({k: v for k, v in post.items() if k != "type"})
+                check({k: v for k, v in setting.items() if k != "type"})
             except ConfigError as e:
                 raise c.fail(f"eval.postprocess.{e.key}", e.message) from None
+    inference = ev.get("inference")
+    if inference is not None and inference.get("type") not in INFERENCE:
+        raise c.fail("eval.inference.type", f"expected one of {INFERENCE.names()}, got {inference.get('type')!r}")
     for i, family in enumerate(ev.get("metrics", [])):
         if family not in METRIC_FAMILIES:
             raise c.fail("eval.metrics", f"item {i}: expected one of {METRIC_FAMILIES.names()}, got {family!r}")

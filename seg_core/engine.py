@@ -39,6 +39,7 @@ import hashlib
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,8 +51,9 @@ from seg_core.distributed import Shard
 from seg_core.losses import CompositeLoss
 from seg_core.metrics import SegmentationEvaluator
 from seg_core.progress import progress
-from seg_core.registry import INPUTS, METRIC_FAMILIES, POSTPROCESSORS, TARGETS, ConfigError
+from seg_core.registry import INFERENCE, INPUTS, METRIC_FAMILIES, POSTPROCESSORS, TARGETS, ConfigError
 
+AMP_MODES = ("none", "bf16")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -84,6 +86,9 @@ class TrainConfig:
     freeze_backbone: bool = False
     loss: Mapping[str, Mapping] = field(default_factory=lambda: {"seg": {"type": "cross_entropy"}})
     workers: int = 0  # DataLoader workers for file-backed datasets (the in-memory path uses none)
+    backbone_lr_mult: float = 1.0  # the backbone's learning rate, relative, when it is fine-tuned
+    amp: str = "none"  # "bf16": autocast forward and loss to bfloat16 (CPU or CUDA)
+    channels_last: bool = False  # model and images in channels-last memory format
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size"):
@@ -96,6 +101,10 @@ class TrainConfig:
             raise ConfigError(bad, f"expected a number >= 0, got {getattr(self, bad)}")
         if self.workers < 0:
             raise ConfigError("workers", f"expected an integer >= 0, got {self.workers}")
+        if not self.backbone_lr_mult >= 0:
+            raise ConfigError("backbone_lr_mult", f"expected a number >= 0, got {self.backbone_lr_mult}")
+        if self.amp not in AMP_MODES:
+            raise ConfigError("amp", f"expected one of {list(AMP_MODES)}, got {self.amp!r}")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -208,6 +217,16 @@ def loss_targets(criterion: CompositeLoss, batch: Mapping[str, torch.Tensor]) ->
     return targets
 
 
+def _precision(amp: str, device: torch.device):
+    """bfloat16 autocast for ``amp = "bf16"``; nothing at all otherwise (bit-identical fp32)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp == "bf16" else nullcontext()
+
+
+def _input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    x = normalize(images)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 # ------------------------------------------------------------------------------- training
 @torch.no_grad()
 def extract_features(
@@ -271,26 +290,37 @@ def train(
     else:
         params = [p for p in model.parameters() if p.requires_grad]
         model.train()
+    groups: list = params
+    if not config.freeze_backbone and config.backbone_lr_mult != 1.0:  # fine-tuning: a slower backbone
+        in_backbone = {id(p) for p in model.backbone.parameters()}
+        groups = [
+            {"params": [p for p in params if id(p) in in_backbone], "lr": config.lr * config.backbone_lr_mult},
+            {"params": [p for p in params if id(p) not in in_backbone]},
+        ]
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
 
-    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=config.steps, power=config.poly_power)
     curve = []
     bar = progress(config.steps, desc)
     t0 = time.perf_counter()
     try:
         for step, (idx, batch) in enumerate(train_batches(dataset, config, seed, shard)):
-            lr = scheduler.get_last_lr()[0]
+            lr = scheduler.get_last_lr()[-1]  # the decoder's (the backbone's is lr x backbone_lr_mult)
             extra = model_inputs(model, batch)
             size = tuple(batch["image"].shape[-2:])
-            if cached is not None:
-                outputs = model.decode({s: f[idx] for s, f in cached.items()}, size, **extra)
-            elif config.freeze_backbone:
-                with torch.no_grad():
-                    features = model.extract(normalize(batch["image"]))
-                outputs = model.decode(features, size, **extra)
-            else:
-                outputs = model(normalize(batch["image"]), **extra)
-            loss, _ = criterion(outputs, loss_targets(criterion, batch))
+            with _precision(config.amp, batch["image"].device):
+                if cached is not None:
+                    outputs = model.decode({s: f[idx] for s, f in cached.items()}, size, **extra)
+                elif config.freeze_backbone:
+                    with torch.no_grad():
+                        features = model.extract(_input(batch["image"], config.channels_last))
+                    outputs = model.decode(features, size, **extra)
+                else:
+                    outputs = model(_input(batch["image"], config.channels_last), **extra)
+                loss, _ = criterion(outputs, loss_targets(criterion, batch))
+            loss = loss.float()
             reported = loss.detach().clone()
             if shard is not None:  # every rank sees the same mean loss, so they stop together
                 reported = shard.all_reduce_(reported) / shard.world
@@ -321,13 +351,20 @@ def train(
 
 
 # ----------------------------------------------------------------------------- evaluation
+def _build(registry, spec: Mapping[str, Any]):
+    options = dict(spec)
+    return registry.build(options.pop("type"), **options)
+
+
 def build_postprocessor(spec: Mapping[str, Any] | None):
     """``{"type": name, **options}`` -> the registered post-processor (None: none)."""
-    if not spec:
-        return None
-    options = dict(spec)
-    kind = options.pop("type")
-    return POSTPROCESSORS.build(kind, **options)
+    return _build(POSTPROCESSORS, spec) if spec else None
+
+
+@INFERENCE.register("whole")
+def whole_image():
+    """The model on the whole (batched) image, as trained: logits at the input size."""
+    return lambda model, image, extra: model(image, **extra)["out"]
 
 
 @torch.no_grad()
@@ -342,22 +379,28 @@ def evaluate(
     metrics: Sequence[str] = (),
     workers: int = 0,
     shard: Shard | None = None,
+    inference: Mapping[str, Any] | None = None,
+    amp: str = "none",
 ) -> dict:
     """Metrics over the whole set from one confusion matrix (see :mod:`seg_core.metrics`).
 
     ``postprocess`` (``{"type": name, ...}``) maps the softmax probabilities before the argmax;
     its time is reported as ``postprocess_s``. ``metrics`` names extra metric families. With a
     ``shard``, each rank scores its part of the set and the confusion matrices (and the metric
-    families, through their ``reduce(shard)``) are summed across ranks.
+    families, through their ``reduce(shard)``) are summed across ranks. ``inference``
+    (``{"type": name, ...}``, default whole-image) turns a batch into logits at the image size
+    (:data:`~seg_core.registry.INFERENCE`: e.g. sliding windows at full resolution).
     """
     model.eval()
     evaluator = SegmentationEvaluator(num_classes, band_width)
     families = {name: METRIC_FAMILIES.build(name, num_classes=num_classes) for name in metrics}
     post = build_postprocessor(postprocess)
+    infer = _build(INFERENCE, inference or {"type": "whole"})
     post_s = 0.0
     t0 = time.perf_counter()
     for batch in eval_batches(dataset, batch_size, workers, shard):
-        logits = model(normalize(batch["image"]), **model_inputs(model, batch))["out"]
+        with _precision(amp, batch["image"].device):
+            logits = infer(model, normalize(batch["image"]), model_inputs(model, batch)).float()
         if post is not None:
             t1 = time.perf_counter()
             logits = post(torch.softmax(logits, 1), batch)

@@ -88,3 +88,4 @@ INPUTS = Registry("model input")  # extra model inputs made from a batch (e.g. i
 TARGETS = Registry("target")  # extra training targets made from a batch (e.g. boundary maps)
 POSTPROCESSORS = Registry("post-processor")  # evaluation post-processing of class probabilities (e.g. a CRF)
 METRIC_FAMILIES = Registry("metric family")  # evaluation metrics beyond the confusion matrix
+INFERENCE = Registry("inference mode")  # how evaluation turns an image into logits (whole image, sliding window...)

@@ -2,6 +2,7 @@
 inputs, extra targets, evaluation post-processing and metric families. A paper that needs one
 (a CRF, image gradients, boundary targets, a boundary F-score) plugs in the same way."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,7 +11,7 @@ from seg_core.contract import Segmenter
 from seg_core.data.synthetic import ShapesConfig, SyntheticShapes
 from seg_core.engine import TrainConfig, evaluate, train
 from seg_core.layers import build_backbone
-from seg_core.registry import INPUTS, METRIC_FAMILIES, POSTPROCESSORS, TARGETS
+from seg_core.registry import INPUTS, METRIC_FAMILIES, POSTPROCESSORS, TARGETS, ConfigError
 
 CALLS = {"input": 0, "target": 0}
 
@@ -101,3 +102,100 @@ def test_post_processing_and_metric_families_shape_the_evaluation():
     reference.update(4 - pred, data.labels.long())
     assert post["miou"] == reference.summary()["miou"] and post["per_class_iou"] == reference.summary()["per_class_iou"]
     assert plain["miou"] != post["miou"]
+
+
+def _tiny_model():
+    from seg_core.registry import MODELS
+
+    torch.manual_seed(0)
+    return MODELS.build(
+        "single_head",
+        num_classes=5,
+        backbone="mini_resnet",
+        head="gcn",
+        k=3,
+        backbone_options={"stem_width": 4, "widths": [4, 4, 8]},
+    )
+
+
+def test_a_fine_tuned_backbone_gets_its_own_learning_rate():
+    seen = {}
+    original = torch.optim.SGD.__init__
+
+    def spy(self, groups, **kwargs):
+        seen["groups"] = [dict(g) if isinstance(g, dict) else g for g in groups]  # as constructed
+        original(self, groups, **kwargs)
+
+    torch.optim.SGD.__init__ = spy
+    try:
+        train(_tiny_model(), _data(), TrainConfig(steps=2, batch_size=4, lr=0.01, backbone_lr_mult=0.1), seed=0)
+        backbone_group, head_group = seen["groups"]
+        assert backbone_group["lr"] == pytest.approx(0.001) and "lr" not in head_group
+        train(_tiny_model(), _data(), TrainConfig(steps=2, batch_size=4, lr=0.01), seed=0)
+        assert isinstance(seen["groups"], list) and not isinstance(seen["groups"][0], dict)  # one group, as before
+    finally:
+        torch.optim.SGD.__init__ = original
+
+
+def test_bf16_autocast_and_channels_last_train_and_evaluate():
+    model = _tiny_model()
+    stats = train(model, _data(), TrainConfig(steps=3, batch_size=4, amp="bf16", channels_last=True), seed=0)
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss, _ in stats["loss_curve"])
+    assert 0 <= evaluate(model, _data(), num_classes=5, amp="bf16")["miou"] <= 1
+    with pytest.raises(ConfigError, match="amp"):
+        TrainConfig(amp="fp8")
+
+
+def test_the_default_inference_is_the_whole_image():
+    model, data = _tiny_model(), _data()
+    a = evaluate(model, data, num_classes=5)
+    b = evaluate(model, data, num_classes=5, inference={"type": "whole"})
+    a.pop("eval_s"), b.pop("eval_s")
+    assert a == b
+
+
+@POSTPROCESSORS.register("test_sharpen")
+def _sharpen(*, power: float = 1.0):
+    return lambda probs, batch: probs**power
+
+
+def test_a_postprocessor_grid_is_searched_on_held_out_data_never_on_val(monkeypatch):
+    from ablations import protocol
+
+    seen = []
+    real = protocol.engine.evaluate
+
+    def spy(model, dataset, **kwargs):
+        seen.append((id(dataset), kwargs.get("postprocess")))
+        return real(model, dataset, **kwargs)
+
+    monkeypatch.setattr(protocol.engine, "evaluate", spy)
+    config = {
+        "model": {
+            "name": "single_head",
+            "backbone": "mini_resnet",
+            "head": "pointwise",
+            "backbone_options": {"stem_width": 4, "widths": [4, 4, 8]},
+        },
+        "data": {
+            "name": "shapes",
+            "size": 32,
+            "radius_min": 3.0,
+            "radius_max": 12.0,
+            "train_images": 16,
+            "val_images": 8,
+            "holdout_images": 8,
+        },
+        "pretrain": {},
+        "train": {"steps": 2, "batch_size": 4},
+        "eval": {"postprocess": {"type": "test_sharpen", "power": [1.0, 3.0]}},
+        "seed": 0,
+    }
+    _, numbers = protocol.run(config, desc="t", backbone_state=None, backbone_id=None)
+    search = numbers["postprocess_search"]
+    assert search["on"] == "holdout" and [t["params"]["power"] for t in search["trials"]] == [1.0, 3.0]
+    val = protocol.dataset(config["data"], "val", 8)
+    tried = [(ds, post) for ds, post in seen if post and isinstance(post.get("power"), float)]
+    search_sets = {ds for ds, _ in tried[:2]}
+    assert id(val) not in search_sets  # the search never evaluated val
+    assert seen[2] == (id(val), search["chosen"])  # then val, once, with the chosen setting
