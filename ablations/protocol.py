@@ -121,6 +121,9 @@ def run(
     if backbone_state is not None:
         model.backbone.load_state_dict(backbone_state)
     schedule = engine.TrainConfig(**config["train"])
+    if schedule.sync_bn and shard is not None and shard.world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(engine.resolve_device(schedule.device))
     # Features may be shared between runs only when the frozen weights are the same (a pretrained
     # backbone, identified by its id) and the models extract the same features.
     cache_key = (
@@ -145,6 +148,7 @@ def run(
         "inference": eval_cfg.get("inference"),
         "amp": config["train"].get("amp", "none"),
     }
+    model.reconfigure(**eval_cfg.get("model", {}))  # e.g. another output stride for evaluation
     search = None
     if postprocess_grid(evaluation["postprocess"]) is not None:  # chosen on held-out training data, never on val
         search = tune_postprocess(model, holdout_set, evaluation)

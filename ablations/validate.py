@@ -60,6 +60,7 @@ PRETRAIN = {
     "seed": (int, False),
 }
 EVAL = {
+    "model": (dict, False),
     "inference": (dict, False),
     "batch_size": (int, False),
     "band_width": (float, False),
@@ -204,6 +205,8 @@ def validate_run(config: dict, locate: Locate) -> None:
         schedule = TrainConfig(**train)
     except ConfigError as e:
         raise c.fail(f"train.{e.key}", e.message) from None
+    if schedule.sync_bn and schedule.device == "cpu":
+        raise c.fail("train.sync_bn", "SyncBatchNorm synchronises CUDA processes: set train.device to 'cuda'")
     if schedule.batch_size > data["train_images"]:
         raise c.fail(
             "train.batch_size",
@@ -244,6 +247,11 @@ def validate_run(config: dict, locate: Locate) -> None:
                 check({k: v for k, v in setting.items() if k != "type"})
             except ConfigError as e:
                 raise c.fail(f"eval.postprocess.{e.key}", e.message) from None
+    if ev.get("model"):  # options the trained model takes for evaluation (on a meta copy)
+        try:
+            build_on_meta(model, len(class_names)).reconfigure(**ev["model"])
+        except ConfigError as e:
+            raise c.fail(f"eval.model.{e.key}", e.message) from None
     inference = ev.get("inference")
     if inference is not None and inference.get("type") not in INFERENCE:
         raise c.fail("eval.inference.type", f"expected one of {INFERENCE.names()}, got {inference.get('type')!r}")
@@ -342,6 +350,8 @@ def metric_names(configs: list[dict]) -> set[str]:
     and those of the metric families they name (each family declares its ``metrics``)."""
     names = set(SegmentationEvaluator.METRICS)
     for config in configs:
+        if config.get("eval", {}).get("postprocess"):  # the predictions before post-processing too
+            names.update(f"raw_{m}" for m in SegmentationEvaluator.METRICS)
         for family in config.get("eval", {}).get("metrics", []):
             names.update(METRIC_FAMILIES.metadata(family).get("metrics", ()))
     return names

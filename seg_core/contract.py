@@ -14,6 +14,8 @@
   pretrained/loaded; ``model.decoder_parameters()`` is everything trained on top of it.
 * ``model.aliases`` names the top-level children that deliberately reuse modules of another
   child (ICNet's sub4 branch continues through sub2's blocks); no other module is shared.
+* ``model.reconfigure(**options)`` changes a trained model for evaluation (``eval.model``), e.g.
+  another output stride on the same weights; by default every option is refused.
 * ``model.parts()`` groups the top-level children into named parts (``backbone``, ``head``,
   ``decoder``...) for parameter and MAC counts (:func:`seg_core.complexity.model_complexity`).
 
@@ -29,6 +31,7 @@ import torch
 from torch import nn
 
 from seg_core.backbones.base import StagedBackbone
+from seg_core.registry import ConfigError
 
 
 @runtime_checkable
@@ -77,3 +80,10 @@ class Segmenter(nn.Module):
     def parts(self) -> dict[str, tuple[str, ...]]:
         rest = tuple(name for name, _ in self.named_children() if name != "backbone")
         return {"backbone": ("backbone",), "decoder": rest}
+
+    def reconfigure(self, **options) -> None:
+        """Change the trained model for evaluation (``eval.model`` in a spec), e.g. a DeepLab
+        model trained at output stride 16 evaluated at 8 by changing dilations on its weights.
+        A family that supports an option overrides this; by default every option is refused."""
+        for key in options:
+            raise ConfigError(key, f"{type(self).__name__} cannot be reconfigured for evaluation")

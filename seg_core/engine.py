@@ -54,6 +54,7 @@ from seg_core.progress import progress
 from seg_core.registry import INFERENCE, INPUTS, METRIC_FAMILIES, POSTPROCESSORS, TARGETS, ConfigError
 
 AMP_MODES = ("none", "bf16")
+DEVICES = ("cpu", "cuda", "auto")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -87,6 +88,8 @@ class TrainConfig:
     loss: Mapping[str, Mapping] = field(default_factory=lambda: {"seg": {"type": "cross_entropy"}})
     workers: int = 0  # DataLoader workers for file-backed datasets (the in-memory path uses none)
     backbone_lr_mult: float = 1.0  # the backbone's learning rate, relative, when it is fine-tuned
+    device: str = "cpu"  # "cpu", "cuda" or "auto" (CUDA when there is one)
+    sync_bn: bool = False  # BatchNorm statistics over all processes of a data-parallel run (CUDA)
     amp: str = "none"  # "bf16": autocast forward and loss to bfloat16 (CPU or CUDA)
     channels_last: bool = False  # model and images in channels-last memory format
 
@@ -103,6 +106,8 @@ class TrainConfig:
             raise ConfigError("workers", f"expected an integer >= 0, got {self.workers}")
         if not self.backbone_lr_mult >= 0:
             raise ConfigError("backbone_lr_mult", f"expected a number >= 0, got {self.backbone_lr_mult}")
+        if self.device not in DEVICES:
+            raise ConfigError("device", f"expected one of {list(DEVICES)}, got {self.device!r}")
         if self.amp not in AMP_MODES:
             raise ConfigError("amp", f"expected one of {list(AMP_MODES)}, got {self.amp!r}")
 
@@ -217,6 +222,24 @@ def loss_targets(criterion: CompositeLoss, batch: Mapping[str, torch.Tensor]) ->
     return targets
 
 
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` is CUDA when there is one, else the CPU; ``"cuda"`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "CUDA was asked for, but torch sees no CUDA device here")
+    return torch.device(name)
+
+
+def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch's tensors on ``device`` (no copy when they are there already)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def _precision(amp: str, device: torch.device):
     """bfloat16 autocast for ``amp = "bf16"``; nothing at all otherwise (bit-identical fp32)."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp == "bf16" else nullcontext()
@@ -237,7 +260,7 @@ def extract_features(
     model.backbone.eval()
     chunks: dict[str, list[torch.Tensor]] = {s: [] for s in stages}
     for start in range(0, len(images), batch_size):
-        feats = model.extract(normalize(images[start : start + batch_size]))
+        feats = model.extract(normalize(images[start : start + batch_size].to(_device_of(model))))
         for s in stages:
             chunks[s].append(feats[s])
     model.backbone.train(was_training)
@@ -306,7 +329,9 @@ def train(
     bar = progress(config.steps, desc)
     t0 = time.perf_counter()
     try:
+        device = _device_of(model)
         for step, (idx, batch) in enumerate(train_batches(dataset, config, seed, shard)):
+            batch = to_device(batch, device)
             lr = scheduler.get_last_lr()[-1]  # the decoder's (the backbone's is lr x backbone_lr_mult)
             extra = model_inputs(model, batch)
             size = tuple(batch["image"].shape[-2:])
@@ -385,7 +410,8 @@ def evaluate(
     """Metrics over the whole set from one confusion matrix (see :mod:`seg_core.metrics`).
 
     ``postprocess`` (``{"type": name, ...}``) maps the softmax probabilities before the argmax;
-    its time is reported as ``postprocess_s``. ``metrics`` names extra metric families. With a
+    its time is reported as ``postprocess_s``, and the metrics of the predictions before it as
+    ``raw_<metric>``. ``metrics`` names extra metric families. With a
     ``shard``, each rank scores its part of the set and the confusion matrices (and the metric
     families, through their ``reduce(shard)``) are summed across ranks. ``inference``
     (``{"type": name, ...}``, default whole-image) turns a batch into logits at the image size
@@ -395,26 +421,34 @@ def evaluate(
     evaluator = SegmentationEvaluator(num_classes, band_width)
     families = {name: METRIC_FAMILIES.build(name, num_classes=num_classes) for name in metrics}
     post = build_postprocessor(postprocess)
+    raw = SegmentationEvaluator(num_classes, band_width) if post is not None else None  # before post-processing
     infer = _build(INFERENCE, inference or {"type": "whole"})
     post_s = 0.0
     t0 = time.perf_counter()
+    device = _device_of(model)
     for batch in eval_batches(dataset, batch_size, workers, shard):
+        batch = to_device(batch, device)
         with _precision(amp, batch["image"].device):
             logits = infer(model, normalize(batch["image"]), model_inputs(model, batch)).float()
+        label = batch["label"].long()
         if post is not None:
+            raw.update(logits.argmax(1), label)
             t1 = time.perf_counter()
             logits = post(torch.softmax(logits, 1), batch)
             post_s += time.perf_counter() - t1
         pred = logits.argmax(1)
-        label = batch["label"].long()
         evaluator.update(pred, label)
         for family in families.values():
             family.update(pred, batch)
     if shard is not None:
-        evaluator.reduce(shard)
+        for ev in (evaluator, raw):
+            if ev is not None:
+                ev.reduce(shard)
         for family in families.values():
             family.reduce(shard)
     out = evaluator.summary()
+    if raw is not None:  # the same predictions before post-processing, prefixed raw_
+        out.update({f"raw_{k}": v for k, v in raw.summary().items()})
     for family in families.values():
         out.update(family.summary())
     out["eval_s"] = round(time.perf_counter() - t0, 3)

@@ -199,3 +199,20 @@ def test_a_postprocessor_grid_is_searched_on_held_out_data_never_on_val(monkeypa
     search_sets = {ds for ds, _ in tried[:2]}
     assert id(val) not in search_sets  # the search never evaluated val
     assert seen[2] == (id(val), search["chosen"])  # then val, once, with the chosen setting
+
+
+def test_post_processed_evaluation_also_scores_the_raw_predictions():
+    torch.manual_seed(0)
+    model, data = _NeedsInput(5), _data()
+    plain = evaluate(model, data, num_classes=5, band_width=0.875)
+    post = evaluate(model, data, num_classes=5, band_width=0.875, postprocess={"type": "test_reverse"})
+    for key in ("miou", "pixel_acc", "boundary_miou", "interior_pixel_acc", "per_class_iou"):
+        assert post[f"raw_{key}"] == plain[key]  # the same predictions, before post-processing
+    assert "raw_miou" not in plain
+
+
+def test_a_model_refuses_evaluation_options_it_does_not_support():
+    with pytest.raises(ConfigError) as info:
+        _tiny_model().reconfigure(output_stride=8)
+    assert info.value.key == "output_stride"
+    _tiny_model().reconfigure()  # no options: nothing to change

@@ -382,3 +382,11 @@ def test_fault_injection_keeps_every_healthy_result_and_says_what_failed(tiny):
     page, index, _ = _page(tiny)
     assert page.count("**failed:** k=3") == 2 and "diverged at step" in page
     assert "4/6, 2 failed" in index
+
+
+def test_evaluation_options_a_model_does_not_take_are_refused_before_training(tiny, capsys):
+    assert main(cli_args(tiny, "run", "tiny", "--dry-run", "eval.model.output_stride=8")) == 2
+    assert (
+        "<command line>: eval.model.output_stride: SingleHeadSegmenter cannot be reconfigured"
+        in capsys.readouterr().err
+    )
