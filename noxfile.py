@@ -27,7 +27,7 @@ def _install(session: nox.Session, *extras: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The unit and end-to-end test suite (CPU; CUDA cases skip without a GPU)."""
-    _install(session, "dev")
+    _install(session, "dev", "crf")
     session.run("pytest", *(session.posargs or ["-q", "tests"]))
 
 
@@ -52,18 +52,14 @@ def report(session: nox.Session) -> None:
 @nox.session
 def benchmarks(session: nox.Session) -> None:
     """Every timing spec (at the papers' resolutions) and the head latencies, CPU and CUDA where
-    available; then the report. Writes results/benchmarks/timing-<device>.json and heads.json."""
-    _install(session, "dev")
+    available; then the report. Writes results/benchmarks/timing-<device>.json, heads.json (the GCN
+    heads at the paper's configuration) and crf.json (the dense CRF per image)."""
+    _install(session, "dev", "crf")
     for device in _devices(session):
         _timing(session, device)
     out = ROOT / "results" / "benchmarks"
-    session.run(
-        "pytest",
-        "benchmarks/test_gcn_heads.py",
-        "--benchmark-only",
-        f"--benchmark-json={out / 'heads.json'}",
-        *session.posargs,
-    )
+    for suite, name in (("benchmarks/test_gcn_heads.py", "heads.json"), ("benchmarks/test_crf.py", "crf.json")):
+        session.run("pytest", suite, "--benchmark-only", f"--benchmark-json={out / name}", *session.posargs)
     session.run("python", "-m", "report")
 
 
@@ -98,7 +94,7 @@ def _timing(session: nox.Session, device: str, spec_id: str | None = None) -> No
 @nox.session
 def ablations(session: nox.Session) -> None:
     """Run every ablation spec at the mini scale, then regenerate the report (timing: nox -s benchmarks)."""
-    _install(session)
+    _install(session, "crf")
     for spec in SPECS:
         if _kind(spec) == "ablation":
             session.run("python", "-m", "ablations", "run", spec.stem, *session.posargs)
@@ -115,11 +111,11 @@ def _ablation_session(spec: Path) -> None:
     @nox.session(name=f"ablation-{spec_id}")
     def run(session: nox.Session) -> None:
         if timing:
-            _install(session, "dev")
+            _install(session, "dev", "crf")
             for device in _devices(session):
                 _timing(session, device, spec_id)
         else:
-            _install(session)
+            _install(session, "crf")  # DeepLab's dense CRF: built from source once, then uv's cache
             session.run("python", "-m", "ablations", "run", spec_id, *session.posargs)
         session.run("python", "-m", "report")
 

@@ -158,24 +158,32 @@ def provenance(code: dict[str, str]) -> dict:
 
 
 # ------------------------------------------------------------------------- pretraining
+def pretrain_data(config: dict) -> dict:
+    """The data a backbone is pretrained on: the run's data section, with ``pretrain.data``'s keys
+    in place of its own (pretraining data is a dataset of its own, as ImageNet is for VOC)."""
+    return {**config["data"], **config["pretrain"].get("data", {})}
+
+
 def pretrain_config(config: dict) -> dict | None:
     """What determines a run's pretrained backbone: backbone, data knobs, schedule, and code."""
     if not config.get("pretrain"):
         return None
     model = config["model"]
+    schedule = {k: v for k, v in config["pretrain"].items() if k != "data"}
+    data = pretrain_data(config)
     pre = {
         "backbone": model["backbone"],
         "backbone_options": model.get("backbone_options", {}),
-        "data": {k: v for k, v in config["data"].items() if k not in SIZE_KEYS[1:]},
-        "pretrain": config["pretrain"],
+        "data": {k: v for k, v in data.items() if k not in SIZE_KEYS[1:]},
+        "pretrain": schedule,
         "threads": PRETRAIN_THREADS,
     }
-    classes, _ = dataset_facts(config["data"])
+    classes, _ = dataset_facts(data)
     with torch.device("meta"):
         net = pretraining_network(model["backbone"], _no_weights(model.get("backbone_options", {})), len(classes))
     pre["code"] = code_fingerprint(
         net,
-        {"data": config["data"], "train": {}, "model": {"backbone": model["backbone"]}},
+        {"data": data, "train": {}, "model": {"backbone": model["backbone"]}},
         extra_modules=(pretraining_network.__module__,),
     )
     return pre
@@ -268,6 +276,7 @@ def execute_run(run_: dict[str, Any], *, cache_dir: str, quiet: bool = False) ->
         "config": config,
         "overrides": run_.get("overrides", {}),
         **numbers,
+        "model_info": model.describe() if hasattr(model, "describe") else {},
         "pretrained_backbone": None
         if pre_meta is None
         else {"hash": pre_meta["hash"], "steps": pre_meta["steps"], "final_loss": pre_meta["final_loss"]},

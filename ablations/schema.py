@@ -324,6 +324,7 @@ _REPORT = {
     "columns": (list[str], False),
     "complexity": (list[str], False),
     "paper_complexity": (list[str], False),
+    "model_info": (list[str], False),
     "series": (str, False),
     "series_labels": (dict, False),
 }
@@ -337,6 +338,7 @@ _CHECK = {
     "expect": (str, False),
     "margin": (float, False),
     "min_rho": (float, False),
+    "b_metric": (str, False),
 }
 _PAPER_MODEL = {"num_classes": (int, True), "input_size": (list[int], True), "model": (dict, False)}
 _VARIANT_PAPER_MODEL = {"model": (dict, False)}
@@ -546,8 +548,14 @@ def _check_report(doc: Document, report: dict, names: set[str]) -> None:
                 raise doc.error(
                     f"{path}.{key}", f"expected the name of a variant ({sorted(names)}), got {check[key]!r}"
                 )
-        if normalise_name(check["a"]) == normalise_name(check["b"]):
-            raise doc.error(f"{path}.b", f"compares {check['a']!r} with itself")
+        if "b_metric" in check:
+            _check_metric(doc, f"{path}.b_metric", check["b_metric"])
+        if normalise_name(check["a"]) == normalise_name(check["b"]) and check.get(
+            "b_metric", check.get("metric")
+        ) == check.get("metric"):
+            raise doc.error(
+                f"{path}.b", f"compares {check['a']!r} with itself (give b_metric to compare two metrics of one run)"
+            )
         if "min_rho" in check:
             raise doc.error(f"{path}.min_rho", 'applies to kind = "ordering" only')
         expect = check.get("expect", "greater")

@@ -58,6 +58,7 @@ PRETRAIN = {
     "weight_decay": (float, False),
     "poly_power": (float, False),
     "seed": (int, False),
+    "data": (dict, False),
 }
 EVAL = {
     "model": (dict, False),
@@ -198,6 +199,24 @@ def validate_run(config: dict, locate: Locate) -> None:
             raise c.fail(
                 "pretrain", f"pretraining needs a model with a named backbone; model {model['name']!r} has none"
             )
+        if "data" in pre:  # the pretraining dataset: the run's data section with these keys in place of its own
+            other = {**data, **pre["data"]}
+            if other["name"] not in DATASETS:
+                raise c.fail(
+                    "pretrain.data.name", f"unknown dataset {other['name']!r}; expected one of {DATASETS.names()}"
+                )
+            options = {k: o for k, o in dataset_options(other["name"]).items() if k != "name"}
+            c.table(
+                "pretrain.data",
+                {k: v for k, v in pre["data"].items() if k != "name"},
+                {k: (o[0], False) for k, o in options.items()},
+            )
+            check_data = DATASETS.metadata(other["name"]).get("check")
+            if check_data is not None:
+                try:
+                    check_data({k: v for k, v in other.items() if k not in DATA_COMMON})
+                except ConfigError as e:
+                    raise c.fail(f"pretrain.data.{e.key}", e.message) from None
 
     train = config["train"]
     c.table("train", train, dataclass_options(TrainConfig))
@@ -365,6 +384,11 @@ def validate_metrics(spec, configs: list[dict]) -> None:
         (f"report.checks[{i}].metric", c["metric"])
         for i, c in enumerate(spec.report.get("checks", []))
         if "metric" in c
+    ]
+    uses += [
+        (f"report.checks[{i}].b_metric", c["b_metric"])
+        for i, c in enumerate(spec.report.get("checks", []))
+        if "b_metric" in c
     ]
     uses += [(f"report.columns[{i}]", c) for i, c in enumerate(spec.report.get("columns", []))]
     for path, metric in uses:

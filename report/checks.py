@@ -2,7 +2,8 @@
 
 A spec's ``[[report.checks]]`` states what a paper table claims. Two kinds:
 
-* **pairwise** (``a``, ``b``, ``metric``, ``expect``): the per-seed differences ``a - b`` (same
+* **pairwise** (``a``, ``b``, ``metric``, ``expect``; ``b_metric`` to read another metric of
+  ``b``, e.g. the same run before post-processing): the per-seed differences ``a - b`` (same
   seed: same data order, same frozen backbone) give a two-sided Student-t interval for their
   mean at :data:`CI_LEVEL`. ``expect = "greater"`` (or ``"less"``) *holds* when the interval
   excludes zero on the claimed side, is *reversed* when it excludes zero on the other side, and
@@ -52,6 +53,7 @@ class CheckResult:
     seeds_to_decide: int | None = None  # undecided pairwise claims: seeds likely needed (None: > MAX_SEEDS)
     missing: str = ""  # incomplete: what is missing
     min_rho: float | None = None  # ordering claims: the rank correlation needed
+    b_metric: str | None = None  # pairwise claims reading another metric of b
 
     @property
     def holds(self) -> bool:
@@ -93,12 +95,13 @@ def paper_value(paper: Mapping[str, Mapping[str, float]], variant: str, metric: 
 
 def judge_pairwise(check: dict, metric: str, paper: Mapping[str, Mapping[str, float]], df: pd.DataFrame) -> CheckResult:
     metric = check.get("metric", metric)
+    b_metric = check.get("b_metric", metric)  # b's metric: e.g. the same run before post-processing
     expect = check.get("expect", "greater")
     margin = check.get("margin")
-    a, b = metric_values(df, check["a"], metric), metric_values(df, check["b"], metric)
+    a, b = metric_values(df, check["a"], metric), metric_values(df, check["b"], b_metric)
     paired = (a - b).dropna()
     n = len(paired)
-    paper_delta = paper_value(paper, check["a"], metric) - paper_value(paper, check["b"], metric)
+    paper_delta = paper_value(paper, check["a"], metric) - paper_value(paper, check["b"], b_metric)
     result = CheckResult(
         check["claim"],
         "pairwise",
@@ -114,6 +117,7 @@ def judge_pairwise(check: dict, metric: str, paper: Mapping[str, Mapping[str, fl
         math.nan,
         math.nan,
         INCOMPLETE,
+        b_metric=b_metric,
     )
     if n < 2:
         not_run = [name for name, values in ((check["a"], a), (check["b"], b)) if len(values) == 0]

@@ -15,6 +15,7 @@ import pandas as pd
 from report.checks import CI_LEVEL, CheckResult, seeds_phrase
 from report.load import Table
 
+RAW = "raw_"  # the metrics of the predictions before post-processing
 METRIC_NAMES = {
     "miou": "mIoU",
     "pixel_acc": "pixel acc.",
@@ -30,6 +31,8 @@ COUNT_NAMES = {"params": "params", "weights": "weights", "macs": "MMACs"}
 
 
 def metric_name(metric: str) -> str:
+    if metric.startswith(RAW):
+        return f"{METRIC_NAMES.get(metric[len(RAW):], metric[len(RAW):])} before post-processing"
     return METRIC_NAMES.get(metric, metric)
 
 
@@ -97,6 +100,11 @@ def summarise(table: Table) -> pd.DataFrame:
             )
         for column in spec.report.get("complexity", []):
             row[f"mini:{column}"] = complexity_value(first["complexity"], column) if first is not None else None
+        for key in spec.report.get("model_info", []):
+            row[f"info:{key}"] = (first.get("model_info") or {}).get(key) if first is not None else None
+        post = [(r["metrics"].get("postprocess_s"), r["config"]["data"]["val_images"]) for r in runs["record"]]
+        per_image = [1000 * s / n for s, n in post if s is not None]
+        row["postprocess_ms"] = sum(per_image) / len(per_image) if per_image else None
         for column in spec.report.get("paper_complexity", []):
             counted = (table.paper_models or {}).get(v.name)
             row[f"paper_config:{column}"] = complexity_value(counted, column) if counted else None
@@ -111,9 +119,12 @@ def _count_header(column: str, where: str) -> str:
 
 
 def _paper_count(v) -> str:
+    """The paper's figure as the paper writes it: 134.3M, 608K, or exact."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    return f"{v / 1000:,.0f}K" if v % 1000 == 0 else f"{int(v):,}"
+    if v >= 1e6 and round(v) % 100_000 == 0:
+        return f"{v / 1e6:g}M"
+    return f"{v / 1000:,.0f}K" if round(v) % 1000 == 0 else f"{int(v):,}"
 
 
 def main_table(table: Table, summary: pd.DataFrame) -> list[str]:
@@ -122,9 +133,16 @@ def main_table(table: Table, summary: pd.DataFrame) -> list[str]:
     rows = []
     for _, r in summary.iterrows():
         row = {"variant": r["variant"]}
+        for key in spec.report.get("model_info", []):
+            value = r[f"info:{key}"]
+            row[f"{key.replace('_', ' ')} ({scale})"] = (
+                "-" if value is None else ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+            )
         for column in spec.report.get("complexity", []):
             value = r[f"mini:{column}"]
             row[_count_header(column, scale)] = fmt(value, ".2f") if column.endswith(".macs") else count(value)
+        if summary["postprocess_ms"].notna().any():
+            row["post-processing ms/image"] = fmt(r["postprocess_ms"], ".1f")
         for column in spec.report.get("paper_complexity", []):
             part, what = column.split(".")
             row[f"{part} {COUNT_NAMES[what]} at paper config: paper"] = _paper_count(r[f"paper_figure:{column}"])
@@ -146,6 +164,11 @@ def main_table(table: Table, summary: pd.DataFrame) -> list[str]:
         f"Δ = difference to `{spec.baseline}` in points; ours is the mean of per-seed differences. "
         "± is the sample standard deviation over seeds."
     ]
+    if summary["postprocess_ms"].notna().any():
+        notes.append(
+            "Post-processing time: the evaluation's post-processor (e.g. a CRF) per val image, mean over seeds, on the "
+            "run's machine and threads (its calibration figure is below)."
+        )
     if spec.report.get("complexity"):
         notes.append(
             f"Counts of the {scale}-scale model: *params* all parameters, *weights* convolution weights only "
@@ -175,7 +198,7 @@ def claims_table(results: list[CheckResult]) -> list[str]:
                 "-",
             )
         else:
-            compared = f"{r.a} vs {r.b}"
+            compared = f"{r.a} vs {r.b}" if r.b_metric in (None, r.metric) else f"{r.a}: {metric_name(r.metric)} vs {metric_name(r.b_metric)}"
             paper = fmt(r.paper_delta, "+.1f")
             ours = "-" if r.n == 0 else f"{r.delta:+.2f} ± {fmt(r.delta_sd, '.2f')} (n={r.n})"
             ci = "-" if math.isnan(r.ci_low) else f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]"

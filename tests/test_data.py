@@ -1,5 +1,6 @@
 """The synthetic dataset: determinism, split separation, pinned statistics, knob validation."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -52,3 +53,34 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="unknown shapes option") as info:
         DATASETS.build("shapes", split="train", num_images=1, colour="red")
     assert info.value.key == "colour"
+
+
+def test_flat_shapes_are_the_shapes_scenes_with_one_colour_per_object():
+    from scipy import ndimage
+
+    plain = SyntheticShapes(split="val", num_images=64, seed=0)
+    flat = DATASETS.build("shapes_flat", split="val", num_images=64, seed=0)
+    assert torch.equal(flat.labels, plain.labels)  # the same scenes
+    assert torch.equal(
+        flat.images, DATASETS.build("shapes_flat", split="val", num_images=64, seed=0).images
+    )  # deterministic
+    assert not torch.equal(flat.images, plain.images)
+    background = flat.labels == 0
+    assert torch.equal(flat.images.permute(1, 0, 2, 3)[:, background], plain.images.permute(1, 0, 2, 3)[:, background])
+    spreads = []
+    for n in range(64):
+        lab = flat.labels[n].numpy()
+        for cls in range(1, 5):
+            regions, count = ndimage.label(lab == cls)
+            for r in range(1, count + 1):
+                pixels = flat.images[n].numpy()[:, regions == r].astype(float)
+                if pixels.shape[1] >= 20:
+                    spreads.append(pixels.std(axis=1).max())
+    assert len(spreads) > 50 and np.median(spreads) < 1.2 * 8.0  # one colour + the sensor noise (std 8)
+    texture_spread = np.median(
+        [plain.images[n].numpy()[:, plain.labels[n].numpy() > 0].astype(float).std(axis=1).max() for n in range(64)]
+    )
+    assert texture_spread > 40  # the textured objects of `shapes` are far from flat
+    # colour says nothing about the class: mean object colour barely differs between classes
+    means = [flat.images.permute(1, 0, 2, 3)[:, flat.labels == c].float().mean().item() for c in range(1, 5)]
+    assert max(means) - min(means) < 15

@@ -19,7 +19,7 @@ output stride, later stages keep the resolution and multiply their dilation by t
 skip (Chen et al., DeepLab v3, Sec. 3.1).
 """
 
-from seg_core.backbones import gcn, mini, pspnet, resnet  # noqa: F401  (register the builders)
+from seg_core.backbones import gcn, mini, pspnet, resnet, vgg  # noqa: F401  (register the builders)
 from seg_core.backbones.base import StagedBackbone, atrous_schedule, bottleneck_stage, receptive_field
 from seg_core.backbones.gcn import (
     FactorizedLargeKernel,

@@ -1,0 +1,100 @@
+"""DeepLab v1/v2: what is specific to the papers. The field-of-view heads, LargeFOV and ASPP in
+closed form at the mini width, v2 Table 1's parameter counts at the paper's configuration, the
+rate rule for other map sizes, and the atrous VGG-16 at every output stride."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from seg_core.backbones import BACKBONES
+from seg_core.complexity import count_parameters
+from seg_core.models.deeplab import SummedASPP, scaled_rate
+from seg_core.registry import MODELS, ConfigError
+
+TINY = {"backbone": "mini_resnet", "backbone_options": {"stem_width": 8, "widths": [8, 16, 32]}}
+
+
+def _fov(k, w, cin, c):
+    return (k * k * cin * w + w) + (w * w + w) + (w * c + c)
+
+
+@pytest.mark.parametrize(
+    "rates,kernel,width", [([12], 3, 1024), ([4], 7, 4096), ([4], 4, 4096), ([2, 4, 8, 12], 3, 1024)]
+)
+def test_head_counts_in_closed_form_at_the_mini_width(rates, kernel, width):
+    model = MODELS.build(
+        "deeplab_v2",
+        num_classes=5,
+        rates=rates,
+        kernel=kernel,
+        width=width,
+        width_scale=1 / 128,
+        feature_map=16,
+        **TINY,
+    )
+    w = round(width / 128)
+    assert count_parameters(model.head) == len(rates) * _fov(kernel, w, 32, 5)
+    direct = MODELS.build("deeplab_v2", num_classes=5, rates=rates, branch="direct", **TINY)
+    assert count_parameters(direct.head) == len(rates) * (9 * 32 * 5 + 5)
+
+
+@pytest.mark.parametrize(
+    "rates,kernel,width,paper",
+    [([4], 7, 4096, 134.3), ([4], 4, 4096, 65.1), ([8], 4, 4096, 65.1), ([12], 3, 1024, 20.5)],
+)
+def test_table1_parameters_at_the_paper_configuration(rates, kernel, width, paper):
+    """VGG-16 (atrous) with fc6 k x k / rate / width, fc7, fc8 for 21 classes: v2 Table 1's counts."""
+    with torch.device("meta"):
+        model = MODELS.build(
+            "deeplab_v2", num_classes=21, backbone="vgg16_atrous", rates=rates, kernel=kernel, width=width
+        )
+    assert round(count_parameters(model) / 1e6, 1) == paper
+    assert count_parameters(model.backbone) == count_parameters(torchvision.models.vgg16().features)  # 14.71M
+    assert count_parameters(model.head) == _fov(kernel, width, 512, 21)
+
+
+def test_aspp_sums_its_branches():
+    model = MODELS.build("deeplab_v2", num_classes=3, rates=[1, 2, 3], width=8, **TINY).eval()
+    assert isinstance(model.head, SummedASPP) and len(model.head.branches) == 3
+    x = torch.randn(2, 32, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(model.head(x), sum(b(x) for b in model.head.branches))
+    dilations = [b[0].dilation[0] for b in model.head.branches]
+    assert dilations == [1, 2, 3]
+
+
+def test_the_rate_rule_keeps_rate_relative_to_the_map():
+    assert [scaled_rate(r, 16, 41) for r in (2, 4, 8, 12)] == [1, 2, 3, 5]  # ASPP-S
+    assert [scaled_rate(r, 16, 41) for r in (6, 12, 18, 24)] == [2, 5, 7, 9]  # ASPP-L
+    assert [scaled_rate(r, 16, 41, kernel=4) for r in (4, 8)] == [2, 4]  # even kernels: even rates, still centred
+    assert scaled_rate(12, None) == 12 and scaled_rate(12, 41) == 12  # the paper's own map
+    model = MODELS.build(
+        "deeplab_v2", num_classes=5, rates=[6, 12, 18, 24], feature_map=16, width=1024, width_scale=1 / 128, **TINY
+    )
+    info = model.describe()
+    assert info["paper_rates"] == [6, 12, 18, 24] and info["rates"] == [2, 5, 7, 9] and info["width"] == 8
+
+
+@pytest.mark.parametrize(
+    "output_stride,side,dilations", [(8, 8, [1, 1, 1, 2, 4]), (16, 4, [1, 1, 1, 1, 2]), (32, 2, [1, 1, 1, 1, 1])]
+)
+def test_atrous_vgg16_at_every_output_stride(output_stride, side, dilations):
+    net = BACKBONES.build("vgg16_atrous", output_stride=output_stride)
+    assert net(torch.randn(1, 3, 64, 64))["conv5"].shape == (1, 512, side, side)
+    assert list(net.dilations.values()) == dilations and net.output_stride == output_stride
+    conv5 = [m for m in net.stages["conv5"] if isinstance(m, nn.Conv2d)]
+    assert all(c.dilation[0] == dilations[3] for c in conv5)  # conv5 runs at the rate pool4 skipped
+
+
+def test_deeplab_option_errors_name_the_option():
+    for bad, key in (
+        ({"rates": []}, "rates"),
+        ({"rates": [3], "kernel": 4, "width": 8}, "kernel"),
+        ({"branch": "deep"}, "branch"),
+        ({"width_scale": 2.0}, "width_scale"),
+        ({"rates": [2, 4], "kernel": 5}, "kernel"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            MODELS.build("deeplab_v2", num_classes=3, **{**TINY, **bad})
+        assert info.value.key == key
