@@ -32,7 +32,7 @@ COUNT_NAMES = {"params": "params", "weights": "weights", "macs": "MMACs"}
 
 def metric_name(metric: str) -> str:
     if metric.startswith(RAW):
-        return f"{METRIC_NAMES.get(metric[len(RAW):], metric[len(RAW):])} before post-processing"
+        return f"{METRIC_NAMES.get(metric[len(RAW) :], metric[len(RAW) :])} before post-processing"
     return METRIC_NAMES.get(metric, metric)
 
 
@@ -198,7 +198,11 @@ def claims_table(results: list[CheckResult]) -> list[str]:
                 "-",
             )
         else:
-            compared = f"{r.a} vs {r.b}" if r.b_metric in (None, r.metric) else f"{r.a}: {metric_name(r.metric)} vs {metric_name(r.b_metric)}"
+            compared = (
+                f"{r.a} vs {r.b}"
+                if r.b_metric in (None, r.metric)
+                else f"{r.a}: {metric_name(r.metric)} vs {metric_name(r.b_metric)}"
+            )
             paper = fmt(r.paper_delta, "+.1f")
             ours = "-" if r.n == 0 else f"{r.delta:+.2f} ± {fmt(r.delta_sd, '.2f')} (n={r.n})"
             ci = "-" if math.isnan(r.ci_low) else f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
