@@ -1,8 +1,14 @@
-"""``python -m ablations list | show ID | run ID [--scale S] [--seeds ...] [--jobs N] [key=value ...]``.
+"""``python -m ablations list | show ID | plan ID | run ID [--scale S] [--seeds ...] [--jobs N] [key=value ...]``.
+
+``run`` executes here (``--executor local``, the default; under ``torchrun`` every process joins
+each run data-parallel, see :func:`ablations.runner.run_sweep`) or submits one Slurm array task
+per pending run (``--executor slurm``, :mod:`ablations.cluster`). ``plan`` prints the runs, their
+estimated GPU-hours and what is missing (:mod:`ablations.planning`).
 
 Exit status: 0 success; 1 a run failed (diverged; recorded, the others ran); 2 bad input
-(spec, scale, seed, override, an unwritable results directory), in which case nothing has been
-written; 130 interrupted (Ctrl-C; run again to resume).
+(spec, scale, seed, override, an unwritable results directory, a missing dataset or weights, an
+executor that is not installed), in which case nothing has been written; 130 interrupted
+(Ctrl-C; run again to resume).
 
 ``list`` reads only spec and result files (no torch), so it answers in about a second.
 """
@@ -32,9 +38,30 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="show one ablation: claim, variants, paper numbers, status")
     show.add_argument("id")
     show.add_argument("--scale", default="mini")
+    planner = sub.add_parser("plan", help="the runs of a sweep, their estimated GPU-hours and what is missing")
+    planner.add_argument("id")
+    planner.add_argument("--scale", default="paper", help="scale block of the spec (default: paper)")
+    planner.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the scale's seeds)")
+    planner.add_argument("--data-root", help="the dataset's root, instead of the spec's data.root")
+    planner.add_argument("--tflops", type=float, help="assumed sustained TFLOP/s per GPU (default: 50)")
     run = sub.add_parser("run", help="run (resume) one ablation's sweep")
     run.add_argument("id")
     run.add_argument("--scale", default="mini", help="scale block of the spec (default: mini)")
+    run.add_argument("--data-root", help="the dataset's root, instead of the spec's data.root (not hashed)")
+    run.add_argument(
+        "--executor",
+        choices=["local", "slurm", "submitit-local"],
+        default="local",
+        help="local: here (under torchrun: data-parallel); slurm: one job-array task per pending run; "
+        "submitit-local: the same tasks as local subprocesses",
+    )
+    slurm = run.add_argument_group("slurm (flags over ~/.config/segbench/slurm.toml or $SEGBENCH_SLURM_CONFIG)")
+    slurm.add_argument("--partition")
+    slurm.add_argument("--account")
+    slurm.add_argument("--gpus", type=int, dest="gpus_per_run", help="GPUs per run (one process each)")
+    slurm.add_argument("--time", type=int, dest="time_min", help="time limit per run, minutes")
+    slurm.add_argument("--slurm-folder", dest="folder", help="submitit's folder (logs, pickled tasks)")
+    slurm.add_argument("--wait", action="store_true", help="wait for the submitted runs and report them")
     run.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the scale's seeds)")
     run.add_argument("--variant", action="append", help="only these variants (repeatable)")
     run.add_argument("--jobs", type=int, help="parallel runs (default: CPU cores)")
@@ -121,6 +148,75 @@ def _show(args, spec) -> int:
     return 0
 
 
+def _shard(args):
+    """This process's part of a data-parallel world under ``torchrun`` (None outside one)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    if args.jobs not in (None, 1):
+        raise SpecError(COMMAND_LINE, "--jobs", "under torchrun each run spans every process: leave --jobs out")
+    from seg_core.distributed import from_environment
+
+    return from_environment()
+
+
+def _plan(args, spec) -> int:
+    from ablations.planning import ASSUMED_TFLOPS, describe
+    from ablations.sweep import expand
+
+    if args.tflops is not None and not args.tflops > 0:
+        raise SpecError(COMMAND_LINE, "--tflops", f"expected a positive number, got {args.tflops}")
+    runs = expand(spec, args.scale, results_dir=args.results, seeds=args.seeds)
+    print(describe(spec.id, args.scale, runs, tflops=args.tflops or ASSUMED_TFLOPS, data_root=args.data_root))
+    return 0
+
+
+def _submit(args, spec) -> int:
+    """``--executor slurm | submitit-local``: prepare here, submit the pending runs as one array."""
+    from ablations import cluster
+    from ablations.runner import prepare, write_paper_models
+    from ablations.sweep import expand
+
+    flags = {k: getattr(args, k) for k in ("partition", "account", "gpus_per_run", "time_min", "folder")}
+    settings = cluster.load_settings(flags)
+    cluster._submitit()  # installed, before anything is prepared
+    runs = expand(
+        spec, args.scale, results_dir=args.results, seeds=args.seeds, overrides=args.overrides, variants=args.variant
+    )
+    if args.dry_run:
+        for run in runs:
+            print(run["path"])
+        return 0
+    write_paper_models(spec, args.results)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    with prepare(runs, cache_dir=args.cache, retry_failed=args.retry_failed, data_root=args.data_root, log=log) as (
+        _,
+        pending,
+    ):
+        if not pending:
+            return 0
+        kind = "slurm" if args.executor == "slurm" else "local"
+        jobs = cluster.submit(
+            pending, settings, cluster=kind, cache_dir=args.cache, data_root=args.data_root, name=f"segbench-{spec.id}"
+        )
+    print(cluster.describe(jobs, pending, settings, kind))
+    if not args.wait:
+        return 0
+    failed = 0
+    for job, run in zip(jobs, pending):
+        try:
+            summary = job.result()
+        except Exception as e:  # noqa: BLE001  (a task that crashed: say which and where its log is)
+            failed += 1
+            print(f"  {run['variant']} seed {run['config']['seed']}: task {job.job_id} failed: {e}", file=sys.stderr)
+            continue
+        failed += summary["status"] != "ok"
+        shown = f"mIoU {100 * summary['miou']:.2f}" if summary["status"] == "ok" else summary["status"].upper()
+        print(f"  {run['variant']} seed {run['config']['seed']}: {shown}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -135,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+    from ablations.cluster import ExecutorUnavailable
+    from ablations.execute import MissingWeights
     from ablations.runner import NotWritable, RunnerBusy, plan, run_sweep, write_paper_models
     from ablations.sweep import expand
     from seg_core.data.checks import DataError
@@ -145,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
             return _show(args, spec)
         if spec.kind == "timing":
             raise SpecError(spec.file, "kind", "a timing spec is measured by its benchmarks: nox -s benchmarks")
+        if args.command == "plan":
+            return _plan(args, spec)
+        if args.executor != "local":
+            return _submit(args, spec)
         if args.jobs is not None and args.jobs < 1:
             raise SpecError(COMMAND_LINE, "--jobs", f"expected an integer >= 1, got {args.jobs}")
         runs = expand(
@@ -161,7 +263,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         t0 = time.perf_counter()
         write_paper_models(spec, args.results)
-        result = run_sweep(runs, cache_dir=args.cache, jobs=args.jobs, retry_failed=args.retry_failed)
+        shard = _shard(args)
+        result = run_sweep(
+            runs,
+            cache_dir=args.cache,
+            jobs=args.jobs,
+            retry_failed=args.retry_failed,
+            data_root=args.data_root,
+            shard=shard,
+        )
+        if shard is not None and not shard.leader:
+            return 1 if result.failed else 0
         print(
             f"{spec.id}: {result.ran} ran, {result.reused} reused, {result.skipped} already done, "
             f"{len(result.failed)} failed, {time.perf_counter() - t0:.1f} s",
@@ -174,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
         return 0
-    except (SpecError, RunnerBusy, NotWritable, DataError) as e:
+    except (SpecError, RunnerBusy, NotWritable, DataError, MissingWeights, ExecutorUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

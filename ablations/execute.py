@@ -30,6 +30,7 @@ from ablations.protocol import (  # noqa: F401  (re-exported for the runner and 
     complexity_record,
     dataset_kwargs,
     pretrain_backbone,
+    resolve_root,
     run,
 )
 from ablations.schema import RECORD_VERSION, source_hash
@@ -151,7 +152,12 @@ def provenance(code: dict[str, str]) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "device": "cpu",
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "cudnn": {
+            "benchmark": torch.backends.cudnn.benchmark,
+            "deterministic": torch.backends.cudnn.deterministic,
+            "version": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        },
         "threads": threads,
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
@@ -164,9 +170,46 @@ def pretrain_data(config: dict) -> dict:
     return {**config["data"], **config["pretrain"].get("data", {})}
 
 
+def trunk_checkpoint(config: dict) -> Path | None:
+    """``pretrain.checkpoint``: the trunk's weights from a file (a relative path is the project's),
+    where a paper starts from weights torchvision does not publish (ICNet's trained half-channel
+    PSPNet-50)."""
+    name = (config.get("pretrain") or {}).get("checkpoint")
+    return None if name is None else resolve_root(name)
+
+
+def require_checkpoint(config: dict) -> None:
+    """The trunk checkpoint exists, loads, and fits the backbone (same keys and shapes)."""
+    path = trunk_checkpoint(config)
+    if path is None:
+        return
+    if not path.is_file():
+        raise MissingWeights(
+            f"{path}: no trunk checkpoint here (pretrain.checkpoint); save the trained backbone's state_dict "
+            "there with torch.save (the suite never downloads)"
+        )
+    try:
+        state = torch.load(path, map_location="meta", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (truncated zip, pickle error: all mean "not a checkpoint")
+        raise MissingWeights(f"{path}: not a readable state_dict ({type(e).__name__}: {e})") from None
+    model = config["model"]
+    classes, _ = dataset_facts(config["data"])
+    expected = {k: tuple(v.shape) for k, v in build_on_meta(model, len(classes)).backbone.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()} if isinstance(state, dict) else {}
+    if found != expected:
+        missing = sorted(set(expected) - set(found))[:3]
+        wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])[:3]
+        raise MissingWeights(
+            f"{path}: does not fit backbone {model['backbone']} {json.dumps(model.get('backbone_options', {}))}"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; other shapes at {wrong}" if wrong else "")
+        )
+
+
 def pretrain_config(config: dict) -> dict | None:
-    """What determines a run's pretrained backbone: backbone, data knobs, schedule, and code."""
-    if not config.get("pretrain"):
+    """What determines a run's pretrained backbone: backbone, data knobs, schedule, and code
+    (None without pretraining, or with the trunk's weights from a checkpoint)."""
+    if not config.get("pretrain") or trunk_checkpoint(config) is not None:
         return None
     model = config["model"]
     schedule = {k: v for k, v in config["pretrain"].items() if k != "data"}
@@ -243,8 +286,51 @@ def ensure_pretrained(cache_dir: Path, pre_cfg: dict, log=lambda m: print(m, fil
 
 
 # ---------------------------------------------------------------------------------- a run
-def execute_run(run_: dict[str, Any], *, cache_dir: str, quiet: bool = False) -> dict:
-    """Train and evaluate one run; write its result file atomically; return the record.
+def weights_file(model_cfg: dict) -> tuple[str, str, Path] | None:
+    """(enum name, url, the file in the local torch hub cache) of a model's pretrained weights."""
+    name = (model_cfg.get("backbone_options") or {}).get("pretrained")
+    backbone = model_cfg.get("backbone")
+    if name is None or backbone not in BACKBONES:
+        return None
+    check = BACKBONES.metadata(backbone).get("check_weights")
+    if check is None:
+        return None
+    enum = check(name)
+    return str(enum), enum.url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
+
+
+class MissingWeights(RuntimeError):
+    pass
+
+
+def require_weights(model_cfg: dict) -> None:
+    """Pretrained weights are read from the local torch hub cache; the suite downloads nothing."""
+    found = weights_file(model_cfg)
+    if found is not None and not found[2].is_file():
+        name, url, path = found
+        raise MissingWeights(
+            f"{path}: the weights {name} are not in the local torch hub cache (TORCH_HOME); "
+            f"place the file from {url} there (the suite never downloads)"
+        )
+
+
+@lru_cache(maxsize=8)
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def execute_run(
+    run_: dict[str, Any], *, cache_dir: str, quiet: bool = False, shard=None, data_root: str | None = None
+) -> dict:
+    """Train and evaluate one run; write its result file atomically (the leader of a data-parallel
+    run only); return the record. ``data_root`` replaces the spec's ``data.root`` for this execution
+    (recorded in provenance; the config and its hash keep the spec's).
 
     Raises :class:`seg_core.engine.TrainingDiverged` (nothing written) when the loss diverges:
     the runner records the failure.
@@ -252,18 +338,28 @@ def execute_run(run_: dict[str, Any], *, cache_dir: str, quiet: bool = False) ->
     if quiet:
         os.environ["SEGBENCH_QUIET"] = "1"
     config = run_["config"]
+    executed = config if data_root is None else {**config, "data": {**config["data"], "root": data_root}}
     pre_cfg = pretrain_config(config)
     state = pre_meta = None
+    backbone_id = checkpoint = None
     if pre_cfg is not None:
         pre_meta = ensure_pretrained(Path(cache_dir), pre_cfg)
         weights, _ = pretrain_paths(Path(cache_dir), pre_cfg)
         state = torch.load(weights, map_location="cpu", weights_only=True)
+        backbone_id = pre_meta["hash"]
+    elif trunk_checkpoint(config) is not None:
+        path = trunk_checkpoint(config)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = {"checkpoint": str(path), "sha256": _sha256(path)}
+        backbone_id = f"file:{checkpoint['sha256']}"
     model, numbers = run(
-        config,
+        executed,
         desc=f"{run_['variant']} s{config['seed']}",
         backbone_state=state,
-        backbone_id=None if pre_meta is None else pre_meta["hash"],
+        backbone_id=backbone_id,
+        shard=shard,
     )
+    found = weights_file(config["model"])
     record = {
         "schema": RECORD_VERSION,
         "status": "ok",
@@ -277,12 +373,18 @@ def execute_run(run_: dict[str, Any], *, cache_dir: str, quiet: bool = False) ->
         "overrides": run_.get("overrides", {}),
         **numbers,
         "model_info": model.describe() if hasattr(model, "describe") else {},
-        "pretrained_backbone": None
+        "pretrained_backbone": checkpoint
         if pre_meta is None
         else {"hash": pre_meta["hash"], "steps": pre_meta["steps"], "final_loss": pre_meta["final_loss"]},
-        "provenance": provenance(code_fingerprint(model, config)),
+        "provenance": {
+            **provenance(code_fingerprint(model, config)),
+            **({"weights": {"name": found[0], "url": found[1], "sha256": _sha256(found[2])}} if found else {}),
+            **({"data_root": data_root} if data_root is not None else {}),
+            **({"world_size": shard.world} if shard is not None else {}),
+        },
     }
-    write_atomic(Path(run_["path"]), dumps(record))
+    if shard is None or shard.leader:
+        write_atomic(Path(run_["path"]), dumps(record))
     return record
 
 

@@ -29,11 +29,21 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from ablations.execute import ensure_pretrained, execute_run, paper_model_complexity, pretrain_config, provenance
+from ablations.execute import (
+    ensure_pretrained,
+    execute_run,
+    paper_model_complexity,
+    pretrain_config,
+    provenance,
+    require_checkpoint,
+    require_weights,
+    trunk_checkpoint,
+)
 from ablations.protocol import ROOT, dataset_kwargs
 from ablations.schema import RECORD_VERSION, Spec, stale_sources
 from ablations.store import dumps, find_computed, leftover_temp_files, read_result, stale_siblings, write_atomic
 from ablations.validate import dataset_facts
+from seg_core.distributed import Shard
 from seg_core.engine import TrainingDiverged
 from seg_core.progress import progress
 from seg_core.registry import DATASETS
@@ -102,15 +112,34 @@ def check_writable(directories: list[Path]) -> None:
             raise NotWritable(f"{probe} cannot hold results ({e.strerror or e}); fix it or pass --results") from None
 
 
-def run_sweep(
+def check_inputs(pending: list[dict], data_root: str | None, log: Callable[[str], None]) -> None:
+    """Before any training: every dataset on disk (layout, files, label values) and every set of
+    pretrained weights (in the local torch hub cache) the pending runs need."""
+    for data in _unique(r["config"]["data"] for r in pending):
+        verify = DATASETS.metadata(data["name"]).get("verify")
+        if verify is not None:
+            options = dataset_kwargs(data if data_root is None else {**data, "root": data_root})
+            log(f"checking dataset {data['name']} at {options.get('root', '')} ...")
+            verify(options, ["train", "val"])
+    for model in _unique(r["config"]["model"] for r in pending):
+        require_weights(model)
+    for config in _unique({**r["config"], "seed": 0} for r in pending if trunk_checkpoint(r["config"])):
+        require_checkpoint(config)
+
+
+@contextmanager
+def prepare(
     runs: list[dict],
     *,
     cache_dir: Path,
-    jobs: int | None = None,
-    retry_failed: bool = False,
-    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-) -> SweepResult:
-    """Execute the pending runs of ``runs``; a diverged run is recorded as failed and the rest go on."""
+    retry_failed: bool,
+    data_root: str | None,
+    log: Callable[[str], None],
+    reuse: bool = True,
+):
+    """Everything before training, under the results directories' locks (a context manager that
+    yields ``(result, pending)``): inputs checked, leftovers removed, stale results pruned,
+    identical runs reused, backbones pretrained. Nothing is locked when nothing is pending."""
     directories = sorted({Path(r["path"]).parent for r in runs})
     done, pending = plan(runs, retry_failed)
     failed_done = [r for r in done if read_result(Path(r["path"]), r["config_hash"])["status"] == "failed"]
@@ -120,13 +149,10 @@ def run_sweep(
             f"{len(runs)} runs: all done"
             + (f" ({len(failed_done)} failed; --retry-failed runs them again)" if failed_done else "")
         )
-        return result
+        yield result, []
+        return
     check_writable(directories)
-    for data in _unique(r["config"]["data"] for r in pending):  # a dataset on disk is checked before anything
-        verify = DATASETS.metadata(data["name"]).get("verify")
-        if verify is not None:
-            log(f"checking dataset {data['name']} at {data.get('root', '')} ...")
-            verify(dataset_kwargs(data), ["train", "val"])
+    check_inputs(pending, data_root, log)
     with ExitStack() as stack:
         for d in directories:
             stack.enter_context(directory_lock(d))
@@ -140,21 +166,48 @@ def run_sweep(
             path = Path(run["path"])
             if path.exists() and read_result(path) is None:
                 log(f"warning: {path} is not a complete result (corrupt or truncated); it will be replaced")
-        pending = _reuse(pending, result, log)
+        if reuse:
+            pending = _reuse(pending, result, log)
         log(f"{len(runs)} runs: {len(done)} done, {result.reused} reused from other specs, {len(pending)} to run")
-        if not pending:
-            return result
-
         for pre_cfg in _unique(pretrain_config(r["config"]) for r in pending):
             meta = ensure_pretrained(cache_dir, pre_cfg, log)
             log(f"pretrained backbone {meta['hash'][:12]} ready ({meta['steps']} steps)")
+        yield result, pending
 
+
+def run_sweep(
+    runs: list[dict],
+    *,
+    cache_dir: Path,
+    jobs: int | None = None,
+    retry_failed: bool = False,
+    data_root: str | None = None,
+    shard: Shard | None = None,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+) -> SweepResult:
+    """Execute the pending runs of ``runs``; a diverged run is recorded as failed and the rest go on.
+
+    With a ``shard`` of a data-parallel world (``torchrun``), every process takes part in every
+    run: the leader alone checks, locks, prunes and pretrains, and tells the others which runs
+    are pending; it alone writes results. Runs are not reused from other specs under a world > 1
+    (each process would have to agree on the copy).
+    """
+    if shard is not None and shard.world > 1:
+        return _run_distributed(
+            runs, cache_dir=cache_dir, retry_failed=retry_failed, data_root=data_root, shard=shard, log=log
+        )
+    with prepare(runs, cache_dir=cache_dir, retry_failed=retry_failed, data_root=data_root, log=log) as (
+        result,
+        pending,
+    ):
+        if not pending:
+            return result
         jobs = jobs or default_jobs(len(pending))
         bar = progress(len(pending), "runs", unit="run", leave=True)
         try:
             if jobs == 1:
                 for run in pending:
-                    _finish(run, _attempt(run, str(cache_dir)), bar, log, result)
+                    _finish(run, _attempt(run, str(cache_dir), data_root=data_root), bar, log, result)
             else:
                 # Workers stopped on Ctrl-C leave the pool's semaphores to the resource tracker, which
                 # then warns about them at exit; that is expected here, not a leak to report.
@@ -163,7 +216,9 @@ def run_sweep(
                 ctx = get_context("spawn")
                 pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_ignore_interrupts)
                 try:
-                    futures = {pool.submit(_attempt, run, str(cache_dir), True): run for run in pending}
+                    futures = {
+                        pool.submit(_attempt, run, str(cache_dir), True, None, data_root): run for run in pending
+                    }
                     remaining = set(futures)
                     while remaining:
                         finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
@@ -178,11 +233,49 @@ def run_sweep(
     return result
 
 
-def _attempt(run: dict, cache_dir: str, quiet: bool = False) -> dict:
+def _run_distributed(
+    runs: list[dict], *, cache_dir: Path, retry_failed: bool, data_root: str | None, shard: Shard, log
+) -> SweepResult:
+    import torch.distributed as dist
+
+    box: list = [None]
+    with ExitStack() as stack:
+        if shard.leader:
+            try:
+                result, pending = stack.enter_context(
+                    prepare(
+                        runs, cache_dir=cache_dir, retry_failed=retry_failed, data_root=data_root, log=log, reuse=False
+                    )
+                )
+                box[0] = (result, [r["path"] for r in pending])
+            except BaseException as e:  # the others must not wait for a leader that gave up
+                box[0] = f"{type(e).__name__}: {e}"
+                dist.broadcast_object_list(box, src=0)
+                raise
+        dist.broadcast_object_list(box, src=0)
+        if isinstance(box[0], str):
+            raise SystemExit(f"rank {shard.rank}: the leader stopped before training ({box[0]})")
+        result, paths = box[0]
+        pending = [r for r in runs if r["path"] in set(paths)]
+        bar = progress(len(pending), "runs", unit="run", leave=True) if shard.leader else None
+        quiet = not shard.leader
+        for run in pending:
+            record = _attempt(run, str(cache_dir), quiet, shard, data_root)
+            if shard.leader:
+                _finish(run, record, bar, log, result)
+        if bar is not None:
+            bar.close()
+        dist.barrier()
+    return result
+
+
+def _attempt(
+    run: dict, cache_dir: str, quiet: bool = False, shard: Shard | None = None, data_root: str | None = None
+) -> dict:
     """Run once; a diverged run becomes a failed record (written, so it is not silently retried)."""
     _enable_faulthandler()
     try:
-        return execute_run(run, cache_dir=cache_dir, quiet=quiet)
+        return execute_run(run, cache_dir=cache_dir, quiet=quiet, shard=shard, data_root=data_root)
     except TrainingDiverged as e:
         record = {
             "schema": RECORD_VERSION,
@@ -203,7 +296,8 @@ def _attempt(run: dict, cache_dir: str, quiet: bool = False) -> dict:
             },
             "provenance": provenance({}),
         }
-        write_atomic(Path(run["path"]), dumps(record))
+        if shard is None or shard.leader:
+            write_atomic(Path(run["path"]), dumps(record))
         return record
 
 

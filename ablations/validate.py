@@ -185,7 +185,13 @@ def validate_run(config: dict, locate: Locate) -> None:
     _check_weights(c, model)
     outputs = meta_outputs(json.dumps(model, sort_keys=True), len(class_names), input_size, c)
 
-    if config.get("pretrain"):
+    if config.get("pretrain") and "checkpoint" in config["pretrain"]:  # the trunk's weights from a file
+        c.table("pretrain", config["pretrain"], {"checkpoint": (str, True)})
+        if "backbone" not in model:
+            raise c.fail(
+                "pretrain.checkpoint", f"a trunk checkpoint needs a named backbone; {model['name']!r} has none"
+            )
+    elif config.get("pretrain"):
         pre = config["pretrain"]
         c.table("pretrain", pre, PRETRAIN)
         c.at_least("pretrain", pre, ("images", "steps", "batch_size"), 1)

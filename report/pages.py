@@ -88,7 +88,16 @@ def provenance(table: Table) -> list[str]:
         + (f", {reused} of them copied from identical runs of other specs" if reused else "")
         + f"; total run time {wall:.0f} s{speed}, {prov['threads']} thread(s) per run, {prov['device']}, torch {prov['torch']}.",
         f"- Model: `{json.dumps(cfg['model'], sort_keys=True)}` (the first variant)"
-        + (f"; backbone pretrained once ({pre['steps']} steps, cached as {pre['hash'][:12]})" if pre else "")
+        + (
+            f"; backbone pretrained once ({pre['steps']} steps, cached as {pre['hash'][:12]})"
+            if pre and "steps" in pre
+            else ""
+        )
+        + (
+            f"; trunk weights from `{pre['checkpoint']}` (sha256 {pre['sha256'][:12]})"
+            if pre and "checkpoint" in pre
+            else ""
+        )
         + ".",
         f"- Data: `{json.dumps(cfg['data'], sort_keys=True)}`.",
         f"- Training: `{json.dumps(cfg['train'], sort_keys=True)}`.",

@@ -228,6 +228,7 @@ backbone_options = { stem_width = 8, widths = [8, 16, 16], strides = [1, 2, 2] }
 name = "voc2012"
 root = "{root}"
 crop_size = 32
+train_list = "train"  # VOC train alone (train_aug needs SBD)
 train_images = 2
 val_images = 2
 

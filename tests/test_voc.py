@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from seg_core.data.checks import DataError
 from seg_core.metrics import boundary_band
 from seg_core.registry import DATASETS
 
@@ -44,25 +45,27 @@ def test_voc_val_is_padded_with_ignore(tmp_path):
 
 def test_voc_train_aug_list_crops(tmp_path):
     _write_voc(tmp_path, ["a", "b", "c"], size=(80, 90))
-    ds = DATASETS.build("voc2012", split="train_aug", root=str(tmp_path), crop_size=64, num_images=2)
+    ds = DATASETS.build("voc2012", split="train", root=str(tmp_path), crop_size=64, num_images=2)
     assert len(ds) == 2
-    assert ds[1]["label"].shape == (64, 64)
+    assert ds.get(1, torch.Generator().manual_seed(0))["label"].shape == (64, 64)  # training: cropped
+    assert ds[1]["label"].shape == (80, 90)  # evaluation: whole (larger than the crop: not padded)
 
 
 def test_voc_label_folder_is_an_option(tmp_path):
     _write_voc(tmp_path, ["a", "b"])
     base = tmp_path / "VOCdevkit" / "VOC2012"
     (base / "SegmentationClass").rename(base / "SegmentationClassAug")
-    ds = DATASETS.build(
-        "voc2012", split="train_aug", root=str(tmp_path), crop_size=64, label_dir="SegmentationClassAug"
-    )
+    ds = DATASETS.build("voc2012", split="train", root=str(tmp_path), crop_size=64, label_dir="SegmentationClassAug")
     assert ds[0]["label"].shape == (64, 64)
-    with pytest.raises(FileNotFoundError, match="label_dir"):
-        DATASETS.build("voc2012", split="train_aug", root=str(tmp_path))
+    from seg_core.data.voc import verify_voc
+
+    verify_voc({"root": str(tmp_path), "label_dir": "SegmentationClassAug"}, ["train", "val"])
+    with pytest.raises(DataError, match="SegmentationClass: missing folder"):
+        verify_voc({"root": str(tmp_path)}, ["train", "val"])
 
 
 def test_voc_missing_root_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="data.root"):
+    with pytest.raises(DataError, match="no VOCdevkit/VOC2012 here"):
         DATASETS.build("voc2012", split="val", root=str(tmp_path))
 
 
@@ -91,7 +94,7 @@ def test_flips_and_crops_keep_image_and_label_aligned_and_are_redrawn_per_sample
     from seg_core.engine import TrainConfig, train_batches
 
     _write_asymmetric_voc(tmp_path)
-    ds = DATASETS.build("voc2012", split="train_aug", root=str(tmp_path), crop_size=32)
+    ds = DATASETS.build("voc2012", split="train", root=str(tmp_path), crop_size=32, scale_range=[1.0, 1.0])
     config = TrainConfig(steps=12, batch_size=3, workers=workers)
     seen = {}
     for idx, batch in train_batches(ds, config, seed=0):

@@ -1,0 +1,145 @@
+"""Sweeps on a Slurm cluster: one job-array task per pending (variant, seed), through submitit.
+
+``python -m ablations run <id> --scale paper --executor slurm`` checks the inputs (data, weights)
+and prepares the sweep here exactly as a local run does (:func:`ablations.runner.prepare`: stale
+results pruned, finished runs skipped, identical runs reused, mini backbones pretrained), then
+submits the pending runs as one job array and prints the job id and how to follow it. Each task
+trains and evaluates one run and writes its result file atomically, as a local run would; a
+task with several GPUs runs data-parallel (one process per GPU, ``tasks_per_node`` = GPUs, the
+environment exported by submitit's ``TorchDistributedEnvironment``), the first process writing.
+
+Settings come from the flags, else from a TOML file (``SEGBENCH_SLURM_CONFIG``, default
+``~/.config/segbench/slurm.toml``), else the defaults below::
+
+    partition = "gpu"        # --partition
+    account = "my-lab"       # --account
+    gpus_per_run = 4         # --gpus
+    time_min = 1440          # --time (minutes per run)
+    cpus_per_gpu = 8
+    mem_gb = 64              # per node; unset: the partition's default
+    folder = "slurm-logs"    # submitit's folder: pickled tasks, logs, results
+
+``--executor submitit-local`` runs the same tasks through submitit's local executor (subprocesses
+on this machine): the tests use it, and it is a way to check a sweep before queueing it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from ablations.schema import SpecError
+
+CONFIG_ENV = "SEGBENCH_SLURM_CONFIG"
+DEFAULT_CONFIG = Path("~/.config/segbench/slurm.toml")
+INSTALL = 'the slurm executors need submitit: pip install "segbench[paper]" (or pip install submitit)'
+
+
+class ExecutorUnavailable(RuntimeError):
+    pass
+
+
+@dataclass
+class SlurmSettings:
+    partition: str | None = None
+    account: str | None = None
+    gpus_per_run: int = 1
+    time_min: int = 24 * 60
+    cpus_per_gpu: int = 8
+    mem_gb: int | None = None
+    folder: str = "slurm-logs"
+
+
+def config_file() -> Path:
+    return Path(os.environ.get(CONFIG_ENV, str(DEFAULT_CONFIG))).expanduser()
+
+
+def load_settings(flags: dict, path: Path | None = None) -> SlurmSettings:
+    """The flags (those not None) over the user's config file over the defaults; a wrong key or
+    value in the file is a :class:`SpecError` naming the file, key and value."""
+    path = path or config_file()
+    values: dict = {}
+    if path.is_file():
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise SpecError(path, "-", f"not a readable TOML file ({e})") from None
+    types = {f.name: f.type for f in fields(SlurmSettings)}
+    for key, value in values.items():
+        if key not in types:
+            raise SpecError(path, key, f"unknown setting; expected one of {sorted(types)}")
+        expected = int if "int" in types[key] else str
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise SpecError(path, key, f"expected {expected.__name__}, got {value!r}")
+    values.update({k: v for k, v in flags.items() if v is not None})
+    settings = SlurmSettings(**values)
+    for key in ("gpus_per_run", "time_min", "cpus_per_gpu"):
+        if getattr(settings, key) < (0 if key == "gpus_per_run" else 1):
+            raise SpecError(path if key in values and key not in flags else "<command line>", key, "must be positive")
+    return settings
+
+
+def _submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise ExecutorUnavailable(INSTALL) from None
+    return submitit
+
+
+def run_task(run: dict, cache_dir: str, data_root: str | None) -> dict:
+    """One array task: the run (data-parallel over the task's processes when there are several)."""
+    from ablations.runner import _attempt
+    from seg_core.distributed import Shard, from_environment
+
+    shard: Shard | None = None
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        _submitit().helpers.TorchDistributedEnvironment().export()
+        shard = from_environment()
+    record = _attempt(run, cache_dir, True, shard, data_root)
+    summary = {"path": run["path"], "status": record["status"]}
+    if record["status"] == "ok":
+        summary["miou"] = record["metrics"]["miou"]
+    return summary
+
+
+def submit(
+    pending: list[dict], settings: SlurmSettings, *, cluster: str, cache_dir: Path, data_root: str | None, name: str
+):
+    """Submit ``pending`` as one job array; returns the submitit jobs (one per run, in order)."""
+    submitit = _submitit()
+    executor = submitit.AutoExecutor(folder=settings.folder, cluster=cluster)
+    gpus = settings.gpus_per_run
+    params = {
+        "name": name,
+        "timeout_min": settings.time_min,
+        "gpus_per_node": gpus,
+        "tasks_per_node": max(1, gpus),
+        "cpus_per_task": settings.cpus_per_gpu,
+        "slurm_array_parallelism": len(pending),
+    }
+    if settings.partition:
+        params["slurm_partition"] = settings.partition
+    if settings.account:
+        params["slurm_account"] = settings.account
+    if settings.mem_gb:
+        params["mem_gb"] = settings.mem_gb
+    executor.update_parameters(**params)
+    n = len(pending)
+    return executor.map_array(run_task, pending, [str(cache_dir)] * n, [data_root] * n)
+
+
+def describe(jobs: list, pending: list[dict], settings: SlurmSettings, cluster: str) -> str:
+    """What was submitted and how to follow it."""
+    lines = [f"submitted {len(jobs)} runs as a job array ({cluster}), folder {Path(settings.folder).resolve()}:"]
+    for job, run in zip(jobs, pending):
+        lines.append(f"  {job.job_id}  {run['variant']} seed {run['config']['seed']}")
+    if jobs:
+        array = str(jobs[0].job_id).split("_")[0]
+        if cluster == "slurm":
+            lines.append(f"follow: squeue -j {array}   logs: {settings.folder}/{array}_<task>_0_log.out")
+        lines.append("results land in results/<id>/<scale>/ as the tasks finish; run the same command again to")
+        lines.append("resubmit what failed or was cancelled, then python -m report")
+    return "\n".join(lines)
