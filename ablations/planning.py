@@ -93,8 +93,9 @@ def describe(spec_id: str, scale: str, runs: list[dict], *, tflops: float, data_
         f"results in {Path(runs[0]['path']).parent}"
         if runs
         else f"{spec_id}: no runs",
-        f"{'variant':<16} {'seed':>4}  {'status':<7} {'GMACs/img':>10} {'steps x batch':>14} {'GPU-h':>8}",
     ]
+    width = max([len("variant"), *(len(r["variant"]) for r in runs)])
+    lines.append(f"{'variant':<{width}} {'seed':>4}  {'status':<7} {'GMACs/img':>10} {'steps x batch':>14} {'GPU-h':>8}")
     total_hours = 0.0
     costs: dict[str, dict] = {}
     for run in runs:
@@ -107,7 +108,7 @@ def describe(spec_id: str, scale: str, runs: list[dict], *, tflops: float, data_
             total_hours += hours
         train = run["config"]["train"]
         lines.append(
-            f"{run['variant']:<16} {run['config']['seed']:>4}  {status:<7} {cost['train_gmacs_per_image']:>10.1f} "
+            f"{run['variant']:<{width}} {run['config']['seed']:>4}  {status:<7} {cost['train_gmacs_per_image']:>10.1f} "
             f"{train['steps']:>7} x {train['batch_size']:<4} {hours:>8.2f}"
         )
     lines.append(

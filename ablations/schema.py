@@ -201,6 +201,7 @@ class Variant:
     paper: dict
     index: int
     paper_model: dict
+    scales: dict = field(default_factory=dict)  # scale -> sections applied at that scale only
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,7 @@ class Spec:
             ("defaults", self.defaults),
             (f"scales.{scale}", self.scales[scale]),
             (f"variants[{variant.index}]", variant.sections),
+            (f"variants[{variant.index}].scales.{scale}", variant.scales.get(scale, {})),
         ]
         for prefix, layer in layers:
             for section in SECTIONS:
@@ -416,8 +418,25 @@ def load_spec(path: str | Path) -> Spec | TimingSpec:
     for i, v in enumerate(variants_raw):
         path = f"variants[{i}]"
         check_table(
-            doc, path, v, {"name": (str, True), "paper": (dict, False), "paper_model": (dict, False), **_SECTION_TABLES}
+            doc,
+            path,
+            v,
+            {
+                "name": (str, True),
+                "paper": (dict, False),
+                "paper_model": (dict, False),
+                "scales": (dict, False),
+                **_SECTION_TABLES,
+            },
         )
+        for scale_name, scale_sections in v.get("scales", {}).items():  # a variant's delta at one scale
+            if scale_name not in scales:
+                raise doc.error(
+                    f"{path}.scales.{scale_name}",
+                    f"no scale {scale_name!r} in this spec; expected one of {sorted(scales)}",
+                )
+            check_table(doc, f"{path}.scales.{scale_name}", scale_sections, _SECTION_TABLES)
+            _check_sections_shallow(doc, f"{path}.scales.{scale_name}", scale_sections)
         if "paper_model" in v:
             if "paper_model" not in raw:
                 raise doc.error(f"{path}.paper_model", "needs a top-level [paper_model] (num_classes, input_size)")
@@ -429,7 +448,15 @@ def load_spec(path: str | Path) -> Spec | TimingSpec:
         sections = {s: v[s] for s in SECTIONS if s in v}
         _check_sections_shallow(doc, path, sections)
         variants.append(
-            Variant(name, slugify(name), sections, dict(v.get("paper", {})), i, dict(v.get("paper_model", {})))
+            Variant(
+                name,
+                slugify(name),
+                sections,
+                dict(v.get("paper", {})),
+                i,
+                dict(v.get("paper_model", {})),
+                {k: dict(t) for k, t in v.get("scales", {}).items()},
+            )
         )
 
     for key in ("baseline", "headline"):

@@ -73,6 +73,13 @@ CASES = [
     ),
     ("invalid toml", 'id = "tiny"', 'id = "tiny', "<toml>", "not valid TOML"),
     (
+        "a variant's delta at a scale the spec lacks",
+        "paper.miou = 70.1",
+        'scales.paper.model = { k = 5 }\npaper.miou = 70.1',
+        "variants[1].scales.paper",
+        "no scale 'paper' in this spec",
+    ),
+    (
         "check names an unknown variant",
         "x_default = 1",
         CHECK.format(a="k=7", expect="greater", metric="miou"),
