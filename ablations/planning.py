@@ -95,7 +95,9 @@ def describe(spec_id: str, scale: str, runs: list[dict], *, tflops: float, data_
         else f"{spec_id}: no runs",
     ]
     width = max([len("variant"), *(len(r["variant"]) for r in runs)])
-    lines.append(f"{'variant':<{width}} {'seed':>4}  {'status':<7} {'GMACs/img':>10} {'steps x batch':>14} {'GPU-h':>8}")
+    lines.append(
+        f"{'variant':<{width}} {'seed':>4}  {'status':<7} {'GMACs/img':>10} {'steps x batch':>14} {'GPU-h':>8}"
+    )
     total_hours = 0.0
     costs: dict[str, dict] = {}
     for run in runs:

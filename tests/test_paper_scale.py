@@ -219,7 +219,9 @@ def test_every_ablation_spec_has_a_paper_scale_that_validates_and_plans():
         assert all(run_cost(run["config"])["total_macs"] > 0 for run in runs[:2])
     resnet_gcn = next(spec for spec in ablations if spec.id == "resnet-gcn")  # per-variant trunks at the paper scale
     merged, origin = resnet_gcn.resolve("paper", resnet_gcn.variant("ResNet-GCN, 1x1"))
-    assert merged["model"]["backbone"] == "resnet50_gcn" and origin["model.backbone"].endswith("scales.paper.model.backbone")
+    assert merged["model"]["backbone"] == "resnet50_gcn" and origin["model.backbone"].endswith(
+        "scales.paper.model.backbone"
+    )
     assert merged["pretrain"] == {"checkpoint": "weights/resnet50_gcn_imagenet.pt"}
     mini, _ = resnet_gcn.resolve("mini", resnet_gcn.variant("ResNet-GCN, 1x1"))
     assert mini["model"]["backbone"] == "mini_resnet_gcn"

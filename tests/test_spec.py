@@ -75,7 +75,7 @@ CASES = [
     (
         "a variant's delta at a scale the spec lacks",
         "paper.miou = 70.1",
-        'scales.paper.model = { k = 5 }\npaper.miou = 70.1',
+        "scales.paper.model = { k = 5 }\npaper.miou = 70.1",
         "variants[1].scales.paper",
         "no scale 'paper' in this spec",
     ),
