@@ -36,6 +36,7 @@ from ablations.protocol import (  # noqa: F401  (re-exported for the runner and 
 from ablations.schema import RECORD_VERSION, source_hash
 from ablations.store import config_hash, dumps, write_atomic
 from ablations.validate import build_on_meta, dataset_facts
+from seg_core.backbones import weights_enum
 from seg_core.models.pretraining import pretraining_network
 from seg_core.registry import BACKBONES, DATASETS, LOSSES, METRIC_FAMILIES, MODELS, POSTPROCESSORS
 
@@ -288,14 +289,15 @@ def ensure_pretrained(cache_dir: Path, pre_cfg: dict, log=lambda m: print(m, fil
 # ---------------------------------------------------------------------------------- a run
 def weights_file(model_cfg: dict) -> tuple[str, str, Path] | None:
     """(enum name, url, the file in the local torch hub cache) of a model's pretrained weights."""
-    name = (model_cfg.get("backbone_options") or {}).get("pretrained")
     backbone = model_cfg.get("backbone")
-    if name is None or backbone not in BACKBONES:
+    if backbone not in BACKBONES:
         return None
-    check = BACKBONES.metadata(backbone).get("check_weights")
-    if check is None:
+    try:
+        enum = weights_enum(backbone, model_cfg.get("backbone_options") or {})
+    except KeyError:  # no published weights: the validator has refused the name already
         return None
-    enum = check(name)
+    if enum is None:
+        return None
     return str(enum), enum.url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
 
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from ablations.protocol import postprocess_grid
 from ablations.schema import SpecError, check_type
+from seg_core.backbones import weights_enum
 from seg_core.engine import TrainConfig
 from seg_core.losses import CompositeLoss
 from seg_core.metrics import SegmentationEvaluator
@@ -291,14 +292,13 @@ def _check_weights(c: _Checker, model: dict) -> None:
     backbone = model.get("backbone")
     if name is None or backbone not in BACKBONES:
         return
-    check = BACKBONES.metadata(backbone).get("check_weights")
-    if check is None:
+    try:
+        weights_enum(backbone, model.get("backbone_options") or {})
+    except KeyError:
         raise c.fail(
             "model.backbone_options.pretrained",
             f"backbone {backbone!r} has no published weights; the mini scale pretrains its own",
-        )
-    try:
-        check(name)
+        ) from None
     except ConfigError as e:
         raise c.fail("model.backbone_options.pretrained", e.message) from None
 

@@ -1,0 +1,129 @@
+"""DeepLab v3's cascaded ResNet (Chen et al. 2017, "Rethinking Atrous Convolution for Semantic
+Image Segmentation", Sec. 3.2 and Fig. 3).
+
+ResNet's block1-block4 (torchvision's layer1-layer4) followed by ``extra_blocks`` copies of
+block4 cascaded as block5-block7, each of three bottleneck units (2048 channels at full width).
+Every block after block1 nominally halves the resolution, so after the stride-4 stem the output
+stride could reach 4 x 2^6 = 256 (v3 Table 1); :func:`set_output_stride` trades the strides past
+a chosen output stride for dilation, as ``atrous_schedule`` does for every trunk here.
+
+* **All units of a dilated block run at the block's full rate.** DeepLab's reference ResNet puts
+  a block's stride on its *last* unit, so the unit whose stride is dropped ends the previous
+  block and every unit of the next runs at the doubled rate; torchvision puts the stride on the
+  *first* unit and (``replace_stride_with_dilation``) keeps that unit at the previous rate. We
+  follow DeepLab: the full rate on every unit of the block.
+* **Multi-grid** (Sec. 3.2, Tables 3 and 5): in block4 and every block after it, unit ``j`` of
+  three runs at ``rate x multi_grid[j]``; ``(1, 2, 4)`` at output stride 16 gives block4 rates
+  2, 4, 8.
+* **Parameters do not depend on the output stride** (block5-7 keep their 1x1 projection
+  shortcut even where they no longer stride), so a model trained at one output stride can be
+  evaluated at another on the same weights (v3 Table 10, v3+ Table 3):
+  :func:`set_output_stride` reconfigures a built trunk in place.
+
+``width`` scales every channel count (the mini scale), ``units`` the units of block1-4 (ResNet-50:
+3, 4, 6, 3; ResNet-101: 3, 4, 23, 3). ImageNet weights (torchvision's enums, from the local torch
+hub cache) exist for the full-width ResNet-50/101 trunk; block5-7 are new and start from
+torchvision's initialisation.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torchvision
+from torch import nn
+
+from seg_core.backbones.base import StagedBackbone, _cumulative, atrous_schedule, bottleneck_stage
+from seg_core.registry import BACKBONES, ConfigError
+
+UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+NOMINAL_STRIDES = (1, 2, 2, 2, 2, 2, 2)  # block1 ... block7, after the stem's 4
+STEM_STRIDE = 4
+GRID_FROM = 3  # multi-grid applies from block4 (index 3) on
+EXTRA_UNITS = 3  # block5-7: three units each, as block4
+
+
+def _weights(depth: int, pretrained: str | None):
+    if pretrained is None:
+        return None
+    enum = torchvision.models.get_model_weights(f"resnet{depth}")
+    try:
+        return enum[pretrained]
+    except KeyError:
+        known = ", ".join(w.name for w in enum)
+        raise ConfigError("pretrained", f"unknown weights {pretrained!r} for resnet{depth}; known: {known}") from None
+
+
+def set_output_stride(backbone: StagedBackbone, output_stride: int, multi_grid: Sequence[int] = (1, 1, 1)) -> None:
+    """Set the strides and dilations of a cascaded ResNet for ``output_stride`` and
+    ``multi_grid``, in place (the weights are untouched)."""
+    if len(multi_grid) != EXTRA_UNITS or min(multi_grid) < 1:
+        raise ConfigError("multi_grid", f"expected three unit rates >= 1, e.g. [1, 2, 4], got {list(multi_grid)}")
+    nominal = NOMINAL_STRIDES[: len(backbone.stage_names)]
+    strides, dilations = atrous_schedule(nominal, output_stride, stem_stride=STEM_STRIDE)
+    for index, (name, stride, rate) in enumerate(zip(backbone.stage_names, strides, dilations)):
+        grid = tuple(multi_grid) if index >= GRID_FROM else (1,)
+        for j, unit in enumerate(backbone.stages[name]):
+            unit_rate = rate * grid[j % len(grid)]
+            unit.conv2.stride = (stride, stride) if j == 0 else (1, 1)
+            unit.conv2.dilation = (unit_rate, unit_rate)
+            unit.conv2.padding = (unit_rate, unit_rate)
+            if j == 0 and unit.downsample is not None:
+                unit.downsample[0].stride = (stride, stride)
+    backbone.strides = dict(zip(backbone.stage_names, _cumulative(strides, STEM_STRIDE)))
+    backbone.dilations = dict(zip(backbone.stage_names, dilations))
+    backbone.output_stride = backbone.strides[backbone.top]
+    backbone.multi_grid = tuple(multi_grid)
+
+
+@BACKBONES.register("cascaded_resnet", check_weights=lambda name, options: _weights(options.get("depth", 50), name))
+def cascaded_resnet(
+    *,
+    depth: int = 50,
+    extra_blocks: int = 0,
+    output_stride: int = 16,
+    multi_grid: Sequence[int] = (1, 1, 1),
+    width: float = 1.0,
+    units: Sequence[int] | None = None,
+    pretrained: str | None = None,
+) -> StagedBackbone:
+    """ResNet-``depth`` block1-4 plus ``extra_blocks`` (0-3) copies of block4, at ``output_stride``
+    (4 ... 256) with ``multi_grid`` unit rates from block4 on; see the module docstring."""
+    if depth not in UNITS:
+        raise ConfigError("depth", f"expected one of {sorted(UNITS)}, got {depth}")
+    if not 0 <= extra_blocks <= 3:
+        raise ConfigError("extra_blocks", f"expected 0-3 copies of block4 (block5-block7), got {extra_blocks}")
+    if not 0 < width <= 1:
+        raise ConfigError("width", f"expected a factor in (0, 1], got {width}")
+    units = tuple(units) if units is not None else UNITS[depth]
+    if len(units) != 4 or min(units) < 1:
+        raise ConfigError("units", f"expected four unit counts >= 1 (block1-block4), got {list(units)}")
+    if pretrained is not None and (width != 1 or units != UNITS[depth]):
+        raise ConfigError("pretrained", f"ImageNet weights exist for the full-width ResNet-{depth} only")
+    planes = [max(1, round(p * width)) for p in (64, 128, 256, 512)]
+    stem_width = max(1, round(64 * width))
+    if width == 1 and units == UNITS[depth]:  # torchvision's trunk, ImageNet weights where asked
+        net = getattr(torchvision.models, f"resnet{depth}")(weights=_weights(depth, pretrained))
+        stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        blocks = [getattr(net, f"layer{i}") for i in range(1, 5)]
+    else:
+        stem = nn.Sequential(
+            nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(stem_width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )
+        blocks, inplanes = [], stem_width
+        for p, n, s in zip(planes, units, NOMINAL_STRIDES):
+            blocks.append(bottleneck_stage(inplanes, p, n, s, [1] * n))
+            inplanes = p * 4
+    top = planes[3] * 4
+    blocks += [bottleneck_stage(top, planes[3], EXTRA_UNITS, 2, [1] * EXTRA_UNITS) for _ in range(extra_blocks)]
+    names = [f"block{i}" for i in range(1, len(blocks) + 1)]
+    channels = [p * 4 for p in planes] + [top] * extra_blocks
+    backbone = StagedBackbone(
+        stem, OrderedDict(zip(names, blocks)), channels, _cumulative(NOMINAL_STRIDES[: len(blocks)], STEM_STRIDE)
+    )
+    set_output_stride(backbone, output_stride, multi_grid)
+    return backbone

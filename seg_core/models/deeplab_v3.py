@@ -1,0 +1,260 @@
+"""DeepLab v3 (Chen et al. 2017, "Rethinking Atrous Convolution", arXiv 1706.05587) and v3+
+(Chen et al. 2018, "Encoder-Decoder with Atrous Separable Convolution", arXiv 1802.02611).
+
+The trunk is :func:`~seg_core.backbones.cascaded.cascaded_resnet` (block4 copied as block5-7,
+any output stride, multi-grid). On its top map:
+
+* :class:`AtrousSpatialPyramidPooling` (v3 Sec. 3.3, Fig. 5): a 1x1 branch, 3x3 branches at
+  ``rates`` (6/12/18 at output stride 16; the rates double at 8), and image pooling (global
+  average -> 1x1 -> BN -> ReLU -> bilinear upsampling); every branch ``width`` channels (256),
+  BN + ReLU, no bias before BN; concatenated -> 1x1 ``width`` -> BN -> ReLU -> dropout. Which
+  branches exist is configurable (v3 Table 5: rates, image pooling). Without ASPP
+  (``aspp = False``, v3 Tables 1 and 3: "going deeper") the classifier reads the top map.
+* ``refine_convs``: 3x3 ``width`` convolutions (BN, ReLU) after ASPP. torchvision's
+  ``DeepLabHead`` has one; the papers have none. With ``refine_convs = 1`` and rates 12/24/36 at
+  output stride 8 the model has exactly torchvision ``deeplabv3_resnet50``'s parameters
+  (tests/test_deeplab_v3.py pins it).
+* :class:`Decoder` (v3+ Sec. 3.1, Fig. 2; Tables 1-2): the stride-4 feature (block1) -> 1x1 to
+  ``low_level_channels`` (48) -> BN -> ReLU, concatenated with the ASPP output upsampled to stride
+  4, then ``decoder_convs`` convolutions of ``decoder_kernel`` x ``decoder_kernel`` and
+  ``decoder_width`` channels (two 3x3 of 256 in the paper), BN + ReLU each.
+* A 1x1 classifier, then bilinear upsampling to the input (``align_corners=False``).
+
+**Rates at another scale.** The paper's rates belong to its map (513 px crops: 33 cells at output
+stride 16). ``feature_map`` (the top map's side at the *training* output stride) scales them by
+DeepLab v2's rule (:func:`~seg_core.models.deeplab.scaled_rate`, here with a 33-cell paper map).
+**Train and evaluation output stride** (v3 Table 10, v3+ Table 3): :meth:`DeepLabV3.reconfigure`
+sets another output stride on the trained weights; the trunk's dilations follow
+(:func:`~seg_core.backbones.cascaded.set_output_stride`) and the ASPP rates scale by the ratio of
+output strides, as the papers double them at 8 for a model trained at 16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import Conv2dNormActivation
+
+from seg_core.backbones.base import StagedBackbone
+from seg_core.backbones.cascaded import set_output_stride
+from seg_core.contract import Segmenter
+from seg_core.layers import build_backbone
+from seg_core.models.deeplab import scaled_rate
+from seg_core.registry import MODELS, ConfigError
+
+PAPER_FEATURE_MAP = 33  # 513 px crops at output stride 16 (v3 Sec. 4, v3+ Sec. 4)
+
+
+def _atrous(in_channels: int, out_channels: int, rate: int) -> Conv2dNormActivation:
+    return Conv2dNormActivation(in_channels, out_channels, 3, padding=rate, dilation=rate, bias=False)
+
+
+class ImagePooling(nn.Sequential):
+    """Image-level features (v3 Sec. 3.3): global average pooling -> 1x1 -> BN -> ReLU, upsampled
+    to the map. BatchNorm on a 1x1 map needs more than one value per channel in training, so
+    train with batches > 1 (evaluation works at batch 1)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(nn.AdaptiveAvgPool2d(1), Conv2dNormActivation(in_channels, out_channels, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(super().forward(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class AtrousSpatialPyramidPooling(nn.Module):
+    """DeepLab v3's ASPP: [1x1] + 3x3 at each rate + [image pooling], concatenated, projected."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        rates: Sequence[int],
+        width: int,
+        *,
+        pointwise: bool = True,
+        image_pooling: bool = True,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        branches: list[nn.Module] = []
+        if pointwise:
+            branches.append(Conv2dNormActivation(in_channels, width, 1, bias=False))
+        branches += [_atrous(in_channels, width, r) for r in rates]
+        if image_pooling:
+            branches.append(ImagePooling(in_channels, width))
+        if not branches:
+            raise ConfigError("aspp_rates", "an ASPP needs at least one branch (rates, the 1x1 or image pooling)")
+        self.branches = nn.ModuleList(branches)
+        self.base_rates = list(rates)
+        self.project = nn.Sequential(
+            Conv2dNormActivation(len(branches) * width, width, 1, bias=False), nn.Dropout(dropout)
+        )
+
+    def atrous_convs(self) -> list[nn.Conv2d]:
+        return [b[0] for b in self.branches if isinstance(b, Conv2dNormActivation) and b[0].kernel_size == (3, 3)]
+
+    def set_rate_factor(self, factor: float) -> None:
+        """Every atrous rate times ``factor`` (another output stride than the one trained at)."""
+        for conv, rate in zip(self.atrous_convs(), self.base_rates):
+            scaled = rate * factor
+            if scaled < 1 or scaled != int(scaled):
+                raise ConfigError("output_stride", f"the ASPP rate {rate} times {factor:g} is not a whole rate >= 1")
+            conv.dilation = conv.padding = (int(scaled), int(scaled))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
+
+
+class Decoder(nn.Module):
+    """v3+'s decoder: low-level features reduced, concatenated with the upsampled encoder output,
+    then a stack of convolutions."""
+
+    def __init__(self, in_channels: int, low_in: int, low_channels: int, convs: int, width: int, kernel: int) -> None:
+        super().__init__()
+        self.reduce = Conv2dNormActivation(low_in, low_channels, 1, bias=False)
+        layers, c = [], in_channels + low_channels
+        for _ in range(convs):
+            layers.append(Conv2dNormActivation(c, width, kernel, bias=False))
+            c = width
+        self.fuse = nn.Sequential(*layers)
+        self.out_channels = c
+
+    def forward(self, x: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat([x, self.reduce(low)], dim=1))
+
+
+class DeepLabV3(Segmenter):
+    """Cascaded ResNet -> [ASPP] -> [refinement convs] -> [v3+ decoder] -> classifier -> upsampling."""
+
+    def __init__(
+        self,
+        backbone: StagedBackbone,
+        aspp: AtrousSpatialPyramidPooling | None,
+        refine: nn.Module,
+        decoder: Decoder | None,
+        classifier: nn.Conv2d,
+        info: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.aspp = aspp
+        self.refine = refine
+        self.decoder = decoder
+        self.classifier = classifier
+        self.low_level = backbone.stage_names[0]
+        self.decoder_inputs = (backbone.top,) + ((self.low_level,) if decoder is not None else ())
+        self.train_output_stride = backbone.output_stride
+        self.info = info
+
+    def decode(self, features: Mapping[str, torch.Tensor], size: Sequence[int], **extra) -> dict[str, torch.Tensor]:
+        x = features[self.backbone.top]
+        if self.aspp is not None:
+            x = self.aspp(x)
+        x = self.refine(x)
+        if self.decoder is not None:
+            x = self.decoder(x, features[self.low_level])
+        logits = self.classifier(x)
+        return {"out": F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)}
+
+    def parts(self) -> dict[str, tuple[str, ...]]:
+        head = tuple(n for n in ("aspp", "refine", "classifier") if getattr(self, n) is not None)
+        return {"backbone": ("backbone",), "head": head, **({"decoder": ("decoder",)} if self.decoder else {})}
+
+    def reconfigure(self, *, output_stride: int | None = None, **options) -> None:
+        """Evaluate at another ``output_stride`` on the trained weights (v3 Table 10, v3+ Table 3)."""
+        for key in options:
+            raise ConfigError(key, f"DeepLabV3 can be reconfigured for output_stride only, not {key!r}")
+        if output_stride is None:
+            return
+        set_output_stride(self.backbone, output_stride, self.backbone.multi_grid)
+        if self.aspp is not None:
+            self.aspp.set_rate_factor(self.train_output_stride / output_stride)
+        self.info["eval_output_stride"] = output_stride
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.info)
+
+
+_TINY = {
+    "backbone_options": {"width": 0.0625, "units": [1, 1, 1, 3], "output_stride": 8},
+    "aspp_rates": [1, 2],
+    "width": 8,
+    "decoder": True,
+    "low_level_channels": 4,
+    "decoder_width": 8,
+}
+
+
+@MODELS.register("deeplab_v3", example=_TINY)
+def deeplab_v3(
+    *,
+    num_classes: int,
+    backbone: str = "cascaded_resnet",
+    backbone_options: dict[str, Any] | None = None,
+    aspp: bool = True,
+    aspp_rates: Sequence[int] = (6, 12, 18),
+    aspp_pointwise: bool = True,
+    image_pooling: bool = True,
+    width: int = 256,
+    dropout: float = 0.5,
+    feature_map: int | None = None,
+    paper_feature_map: int = PAPER_FEATURE_MAP,
+    refine_convs: int = 0,
+    decoder: bool = False,
+    low_level_channels: int = 48,
+    decoder_convs: int = 2,
+    decoder_width: int = 256,
+    decoder_kernel: int = 3,
+) -> DeepLabV3:
+    """DeepLab v3 (``decoder = False``) or v3+ (``decoder = True``); see the module docstring.
+    ``aspp_rates`` are the paper's at the training output stride; ``feature_map`` (the top map's
+    side in cells at that stride) scales them to a smaller map."""
+    if backbone != "cascaded_resnet":
+        raise ConfigError(
+            "backbone", f"DeepLab v3 runs on 'cascaded_resnet' (output stride, multi-grid), got {backbone!r}"
+        )
+    if any(r < 1 for r in aspp_rates):
+        raise ConfigError("aspp_rates", f"expected rates >= 1, got {list(aspp_rates)}")
+    for key, value, low in (("width", width, 1), ("refine_convs", refine_convs, 0), ("decoder_convs", decoder_convs, 0),
+                            ("low_level_channels", low_level_channels, 1), ("decoder_width", decoder_width, 1)):  # fmt: skip
+        if value < low:
+            raise ConfigError(key, f"expected an integer >= {low}, got {value}")
+    if decoder_kernel not in (1, 3):
+        raise ConfigError("decoder_kernel", f"expected 1 or 3 (v3+ Table 2), got {decoder_kernel}")
+    if feature_map is not None and feature_map < 1:
+        raise ConfigError("feature_map", f"expected the top map's side in cells (>= 1), got {feature_map}")
+    if not 0 <= dropout < 1:
+        raise ConfigError("dropout", f"expected a probability in [0, 1), got {dropout}")
+    net = build_backbone(backbone, backbone_options)
+    channels = net.out_channels[net.top]
+    rates = [scaled_rate(r, feature_map, paper_feature_map) for r in aspp_rates]
+    pyramid = None
+    if aspp:
+        pyramid = AtrousSpatialPyramidPooling(
+            channels, rates, width, pointwise=aspp_pointwise, image_pooling=image_pooling, dropout=dropout
+        )
+        channels = width
+    refine = nn.Sequential(
+        *[Conv2dNormActivation(channels if i == 0 else width, width, 3, bias=False) for i in range(refine_convs)]
+    )
+    if refine_convs:
+        channels = width
+    fuse = None
+    if decoder:
+        low = net.out_channels[net.stage_names[0]]
+        fuse = Decoder(channels, low, low_level_channels, decoder_convs, decoder_width, decoder_kernel)
+        channels = fuse.out_channels
+    info = {
+        "output_stride": net.output_stride,
+        "multi_grid": list(net.multi_grid),
+        "paper_aspp_rates": list(aspp_rates) if aspp else [],
+        "aspp_rates": rates if aspp else [],
+        "image_pooling": bool(aspp and image_pooling),
+        "feature_map": feature_map,
+        "decoder": decoder,
+    }
+    return DeepLabV3(net, pyramid, refine, fuse, nn.Conv2d(channels, num_classes, 1), info)
