@@ -34,8 +34,8 @@ def _long(table: Table) -> pd.DataFrame:
     report = table.spec.report
     runs = table.runs.copy()
     x_key, x_default = report.get("x"), report.get("x_default")
-    runs["x"] = [(_get(r["config"], x_key) if x_key else None) for r in runs["record"]]
-    runs["x"] = runs["x"].map(lambda v: x_default if v is None else v)
+    values = [(_get(r["config"], x_key) if x_key else None) for r in runs["record"]]
+    runs["x"] = [x_default if v is None else v for v in values]  # before pandas turns None into NaN
     series_key = report.get("series")
     labels = report.get("series_labels", {})
     runs["series"] = [
