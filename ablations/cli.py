@@ -21,7 +21,18 @@ import sys
 import time
 from pathlib import Path
 
-from ablations.schema import Spec, SpecError, config_hash, find_spec, load_spec, load_specs, run_config, run_filename
+from ablations.schema import (
+    Spec,
+    SpecError,
+    config_hash,
+    find_spec,
+    load_spec,
+    load_specs,
+    run_config,
+    run_filename,
+    run_slug,
+    study_trials,
+)
 from ablations.store import read_result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,10 +86,10 @@ def _status(spec: Spec, scale: str, results: Path) -> str:
     """Runs of the current configs with a result, from the spec and the files alone (no torch:
     ``list`` stays quick)."""
     done = failed = total = 0
-    for variant in spec.variants:
+    for variant, trial in ((v, t) for v in spec.variants for t in study_trials(spec)):
         for seed in spec.seeds(scale):
-            h = config_hash(run_config(spec, scale, variant, seed))
-            record = read_result(results / spec.id / scale / run_filename(variant.slug, seed, h), h)
+            h = config_hash(run_config(spec, scale, variant, seed, trial=trial))
+            record = read_result(results / spec.id / scale / run_filename(run_slug(variant, trial), seed, h), h)
             total += 1
             done += record is not None
             failed += record is not None and record["status"] == "failed"

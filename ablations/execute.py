@@ -373,6 +373,7 @@ def execute_run(
         "config_hash": run_["config_hash"],
         "config": config,
         "overrides": run_.get("overrides", {}),
+        **({"trial": run_["trial"]} if run_.get("trial") else {}),
         **numbers,
         "model_info": model.describe() if hasattr(model, "describe") else {},
         "pretrained_backbone": checkpoint

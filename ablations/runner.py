@@ -288,6 +288,7 @@ def _attempt(
             "config_hash": run["config_hash"],
             "config": run["config"],
             "overrides": run.get("overrides", {}),
+            **({"trial": run["trial"]} if run.get("trial") else {}),
             "failure": {
                 "reason": "diverged",
                 "step": e.step,
@@ -359,12 +360,13 @@ def _reuse(pending: list[dict], result: SweepResult, log) -> list[dict]:
             continue
         source, record = found
         copy = dict(
-            record,
+            {k: v for k, v in record.items() if k != "trial"},
             ablation=run["ablation"],
             scale=run["scale"],
             scale_tag=run["scale_tag"],
             variant=run["variant"],
             overrides=run.get("overrides", {}),
+            **({"trial": run["trial"]} if run.get("trial") else {}),
             reused_from=source.relative_to(results_dir.parent).as_posix()
             if source.is_relative_to(results_dir.parent)
             else str(source),

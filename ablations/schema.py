@@ -29,6 +29,8 @@ checked by the driver (:mod:`ablations.validate`), which builds them through ``s
 from __future__ import annotations
 
 import copy
+import itertools
+import json
 import math
 import re
 import tomllib
@@ -223,6 +225,7 @@ class Spec:
     scales: dict
     variants: tuple[Variant, ...]
     document: Document
+    study: dict = field(default_factory=dict)  # [study]: scientific, nuisance (values searched), fixed
 
     def seeds(self, scale: str) -> list[int]:
         return list(self.scales[scale]["seeds"])
@@ -305,7 +308,9 @@ _TOP = {
     "defaults": (dict, True),
     "scales": (dict, True),
     "variants": (list, True),
+    "study": (dict, False),
 }
+_STUDY = {"scientific": (list[str], False), "nuisance": (dict, True), "fixed": (list[str], False)}
 _TIMING_TOP = {
     **_COMMON_TOP,
     "paper_hardware": (str, True),
@@ -469,6 +474,7 @@ def load_spec(path: str | Path) -> Spec | TimingSpec:
             raise doc.error(
                 "paper_model.input_size", f"expected [height, width], got {raw['paper_model']['input_size']!r}"
             )
+    study = _check_study(doc, raw.get("study"), scales)
     if raw.get("report", {}).get("paper_complexity") and "paper_model" not in raw:
         raise doc.error(
             "report.paper_complexity", "needs a top-level [paper_model] to count at the paper's configuration"
@@ -491,7 +497,58 @@ def load_spec(path: str | Path) -> Spec | TimingSpec:
         scales,
         tuple(variants),
         doc,
+        study,
     )
+
+
+def _check_study(doc: Document, study: dict | None, scales: dict) -> dict:
+    """``[study]``: ``nuisance`` (``"section.key" = [values]``, each tuned per variant and seed on
+    the held-out split), ``scientific`` (what the table varies) and ``fixed`` (held constant,
+    printed as caveats), all dotted config keys."""
+    if study is None:
+        return {}
+    check_table(doc, "study", study, _STUDY)
+    if not study["nuisance"]:
+        raise doc.error("study.nuisance", "expected at least one key with the values to search")
+    for kind in ("nuisance", "scientific", "fixed"):
+        for key in study.get(kind, []):
+            if key.split(".")[0] not in SECTIONS or "." not in key:
+                raise doc.error(
+                    f"study.{kind}", f"{key!r}: expected a config key section.key, section one of {list(SECTIONS)}"
+                )
+    for key, values in study["nuisance"].items():
+        if not isinstance(values, list) or not values or len({json.dumps(v) for v in values}) != len(values):
+            raise doc.error(f"study.nuisance.{key}", f"expected a list of distinct values to search, got {values!r}")
+    both = sorted(set(study["nuisance"]) & set(study.get("scientific", []) + study.get("fixed", [])))
+    if both:
+        raise doc.error("study", f"{both} cannot be nuisance and scientific or fixed at once")
+    for scale, block in scales.items():
+        if not block.get("data", {}).get("holdout_images"):
+            raise doc.error(
+                f"scales.{scale}.data.holdout_images",
+                "a [study] chooses its nuisance values on held-out training images: set data.holdout_images",
+            )
+    return {
+        "nuisance": dict(study["nuisance"]),
+        "scientific": list(study.get("scientific", [])),
+        "fixed": list(study.get("fixed", [])),
+    }
+
+
+def study_trials(spec: Spec) -> list[dict]:
+    """The nuisance settings every (variant, seed) is run with: their product, in the spec's
+    order; ``[{}]`` without a ``[study]``."""
+    nuisance = spec.study.get("nuisance", {})
+    keys = list(nuisance)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*nuisance.values())] if keys else [{}]
+
+
+def run_slug(variant: Variant, trial: Mapping[str, Any] | None = None) -> str:
+    """A run's file slug: the variant's, then each nuisance value (``k-3--lr-0-003``)."""
+    parts = [variant.slug] + [
+        slugify(f"{key.split('.')[-1]}-{json.dumps(value)}") for key, value in (trial or {}).items()
+    ]
+    return "--".join(parts)
 
 
 def _check_id(doc: Document) -> None:
@@ -701,10 +758,18 @@ def apply_override(merged: dict, key: str, value: Any) -> None:
     target[path[-1]] = copy.deepcopy(value)
 
 
-def run_config(spec: Spec, scale: str, variant: Variant, seed: int, overrides: Mapping[str, Any] | None = None) -> dict:
-    """The resolved config of one run (what its hash and result file name are made of)."""
+def run_config(
+    spec: Spec,
+    scale: str,
+    variant: Variant,
+    seed: int,
+    overrides: Mapping[str, Any] | None = None,
+    trial: Mapping[str, Any] | None = None,
+) -> dict:
+    """The resolved config of one run (what its hash and result file name are made of): the
+    spec's, with a ``[study]``'s nuisance values (``trial``), then the command line's overrides."""
     merged, _ = spec.resolve(scale, variant)
-    for key, value in (overrides or {}).items():
+    for key, value in {**(trial or {}), **(overrides or {})}.items():
         apply_override(merged, key, value)
     return {**{s: merged[s] for s in SECTIONS}, "seed": seed}
 

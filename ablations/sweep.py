@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ablations.schema import SECTIONS, Spec, SpecError, apply_override, normalise_name
+from ablations.schema import SECTIONS, Spec, SpecError, apply_override, normalise_name, run_slug, study_trials
 from ablations.store import config_hash, run_filename
 from ablations.validate import MAX_SEED, locator, validate_metrics, validate_run
 
@@ -83,10 +83,20 @@ def expand(
                 f"unknown variant(s) {unknown}; expected from {[v.name for v in spec.variants]}",
             )
         chosen = tuple(v for v in spec.variants if v.name in wanted)
+    tuned = sorted(set(parsed) & set(spec.study.get("nuisance", {})))
+    if tuned:
+        raise SpecError(
+            COMMAND_LINE,
+            tuned[0],
+            f"is searched by the spec's [study] (nuisance {spec.study['nuisance'][tuned[0]]}); not an override",
+        )
     tag = scale if not parsed else f"{scale}+{config_hash(parsed)[:6]}"
     runs: list[dict] = []
-    for variant in chosen:
+    for variant, trial in ((v, t) for v in chosen for t in study_trials(spec)):
         merged, origin = spec.resolve(scale, variant)
+        for key, value in trial.items():  # a [study]'s nuisance setting
+            apply_override(merged, key, value)
+            origin[key] = f"study.nuisance.{key}"
         for key, value in parsed.items():
             apply_override(merged, key, value)
             for stale in [k for k in origin if k.startswith(f"{key}.")]:
@@ -107,11 +117,12 @@ def expand(
                     "scale": scale,
                     "scale_tag": tag,
                     "variant": variant.name,
-                    "slug": variant.slug,
+                    "trial": trial,
+                    "slug": run_slug(variant, trial),
                     "config": config,
                     "config_hash": h,
                     "overrides": parsed,
-                    "path": str(results_dir / spec.id / tag / run_filename(variant.slug, seed, h)),
+                    "path": str(results_dir / spec.id / tag / run_filename(run_slug(variant, trial), seed, h)),
                 }
             )
     if validate:

@@ -19,7 +19,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablations.schema import RecordError, Spec, check_record, config_hash, run_config, run_filename, stale_sources
+from ablations.schema import (
+    RecordError,
+    Spec,
+    check_record,
+    config_hash,
+    run_config,
+    run_filename,
+    run_slug,
+    stale_sources,
+    study_trials,
+)
 
 SPLITS = {"val": "metrics", "holdout": "holdout_metrics"}
 
@@ -42,6 +52,7 @@ class Table:
     changed_code: dict[str, list[str]] = field(default_factory=dict)  # file -> sources changed since
     expected: int = 0  # runs the spec plans (variants x its seeds); extra seeds are used too
     paper_models: dict | None = None
+    choices: list[dict] = field(default_factory=list)  # [study]: per (variant, seed) the trial chosen
 
     @property
     def directory(self) -> str:
@@ -73,15 +84,14 @@ def load_table(spec: Spec, results_dir: Path, tag: str, split: str = "val", root
     seeds = sorted(planned | {r["seed"] for r in records.values()})
     for variant in spec.variants:
         for seed in seeds:
-            config = run_config(spec, scale, variant, seed, overrides)
-            name = run_filename(variant.slug, seed, config_hash(config))
-            record = records.get(name)
             table.expected += seed in planned
-            if record is None or record["config_hash"] != config_hash(config):
+            found = _select(spec, scale, variant, seed, overrides, records, table)
+            if found is None:
                 if seed in planned:
                     table.missing.append((variant.name, seed))
                 continue
-            used.add(name)
+            names, name, record = found
+            used.update(names)
             if record["status"] == "failed":
                 f = record["failure"]
                 lr = f.get("lr")
@@ -129,6 +139,44 @@ def load_table(spec: Spec, results_dir: Path, tag: str, split: str = "val", root
                 f"{paper}: not the paper-configuration counts ({e}); delete it and re-run the ablation"
             ) from None
     return table
+
+
+def _select(spec: Spec, scale: str, variant, seed: int, overrides: dict, records: dict, table: Table):
+    """(the files of this variant and seed, the one used, its record), or None when a run is
+    missing. With a ``[study]``: every nuisance setting's run must exist, and the one used is the
+    best on the held-out split (the spec's metric; the first on a tie), never chosen on val."""
+    found = []
+    for trial in study_trials(spec):
+        config = run_config(spec, scale, variant, seed, overrides, trial)
+        name = run_filename(run_slug(variant, trial), seed, config_hash(config))
+        record = records.get(name)
+        if record is None or record["config_hash"] != config_hash(config):
+            return None
+        found.append((trial, name, record))
+    if not spec.study:
+        _, name, record = found[0]
+        return [name], name, record
+    ok = [f for f in found if f[2]["status"] == "ok"]
+    if not ok:
+        return [f[1] for f in found], found[0][1], found[0][2]  # every setting failed: shown as failed
+    scored = []
+    for _, name, record in ok:
+        if not record.get("holdout_metrics"):
+            raise ReportInputError(
+                f"{name}: no holdout_metrics; a [study] chooses on held-out data (data.holdout_images)"
+            )
+        scored.append(record["holdout_metrics"].get(spec.metric, math.nan))
+    best = max(range(len(ok)), key=lambda i: (scored[i], -i))
+    table.choices.append(
+        {
+            "variant": variant.name,
+            "seed": seed,
+            "chosen": ok[best][0],
+            "holdout": {json.dumps(t, sort_keys=True): 100 * v for (t, _, _), v in zip(ok, scored)},
+            "failed": [f[0] for f in found if f[2]["status"] != "ok"],
+        }
+    )
+    return [f[1] for f in found], ok[best][1], ok[best][2]
 
 
 def scales_with_results(spec: Spec, results_dir: Path) -> list[str]:

@@ -107,6 +107,60 @@ def provenance(table: Table) -> list[str]:
     ]
 
 
+def _value_at(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return "(unset: the builder's default)"
+        node = node[part]
+    return node
+
+
+def study_section(table: Table) -> list[str]:
+    """A ``[study]`` spec: what was tuned, on what, the value each run chose, and what was held
+    fixed (the caveats of every conclusion on the page)."""
+    study = table.spec.study
+    if not study:
+        return []
+    metric = table.spec.metric
+    nuisance = ", ".join(f"`{k}` in {json.dumps(v)}" for k, v in study["nuisance"].items())
+    lines = [
+        "## Tuned per variant and seed",
+        "",
+        f"Nuisance hyperparameters, searched for every variant and seed and chosen on the held-out training "
+        f"images by {metric} (never on val): {nuisance}. Every number above is the chosen run's.",
+    ]
+    if study.get("scientific"):
+        lines[-1] += " Scientific (what the table varies): " + ", ".join(f"`{k}`" for k in study["scientific"]) + "."
+    lines.append("")
+    if table.choices:
+        keys = list(study["nuisance"])
+        seeds = sorted({c["seed"] for c in table.choices})
+        rows = []
+        for variant in dict.fromkeys(c["variant"] for c in table.choices):
+            mine = {c["seed"]: c for c in table.choices if c["variant"] == variant}
+            row = {"variant": variant}
+            for seed in seeds:
+                chosen = mine.get(seed, {}).get("chosen")
+                row[f"seed {seed}"] = "-" if chosen is None else ", ".join(str(chosen[k]) for k in keys)
+            held = pd.DataFrame([c["holdout"] for c in mine.values()]).mean()
+            for setting, value in held.items():
+                label = ", ".join(str(v) for v in json.loads(setting).values())
+                row[f"held-out {metric} at {label}"] = f"{value:.2f}"
+            rows.append(row)
+        lines += [
+            pd.DataFrame(rows).to_markdown(index=False),
+            "",
+            f"Chosen {', '.join(keys)} per seed; the held-out columns are means over seeds (%).",
+            "",
+        ]
+    if study.get("fixed") and not table.runs.empty:
+        config = table.runs.iloc[0]["record"]["config"]
+        fixed = "; ".join(f"`{k}` = {json.dumps(_value_at(config, k))}" for k in study["fixed"])
+        lines += [f"**Held fixed** (a caveat of every conclusion here): {fixed}.", ""]
+    return lines
+
+
 def ablation_page(
     table: Table,
     summary: pd.DataFrame,
@@ -144,6 +198,7 @@ def ablation_page(
     if spec.report.get("notes"):
         lines += ["**Protocol notes.** " + " ".join(spec.report["notes"].split()), ""]
     lines += ["## Table", "", *main_table(table, summary), *claims_table(results), *backbone_table(table)]
+    lines += study_section(table)
     if fig_rel:
         lines += [f"![{spec.title}]({fig_rel})", ""]
     lines += region_tables(table, summary)

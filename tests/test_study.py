@@ -1,0 +1,78 @@
+"""``[study]``: nuisance hyperparameters searched per variant and seed and chosen on the held-out
+split, never on val; scientific and fixed keys on the page."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import cli_args
+
+from ablations.cli import main
+from ablations.schema import SpecError, load_spec
+
+STUDY = """
+[study]
+scientific = ["model.head", "model.k"]
+nuisance = { "train.lr" = [0.005, 0.05] }
+fixed = ["train.steps", "train.batch_size"]
+"""
+
+
+def _study_spec(tiny, study: str = STUDY, holdout: bool = True) -> None:
+    text = tiny["spec"].read_text().replace("[defaults.model]", study + "\n[defaults.model]")
+    if holdout:
+        text = text.replace("val_images = 16", "val_images = 16\nholdout_images = 16")
+    tiny["spec"].write_text(text)
+
+
+def test_the_sweep_runs_every_nuisance_setting_of_every_variant_and_seed(tiny, capsys):
+    _study_spec(tiny)
+    assert main(cli_args(tiny, "run", "tiny", "--dry-run")) == 0
+    names = sorted(p.split("/")[-1].rsplit("--", 1)[0] for p in capsys.readouterr().out.split())
+    assert names == sorted(
+        f"{v}--lr-{lr}--seed{s}" for v in ("baseline", "k-3", "k-5") for lr in ("0-005", "0-05") for s in (0, 1)
+    )
+    assert main(cli_args(tiny, "run", "tiny", "--dry-run", "train.lr=0.1")) == 2  # a nuisance key is not an override
+    assert "is searched by the spec's [study]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("study", "holdout", "words"),
+    [
+        (STUDY, False, "set data.holdout_images"),
+        ('[study]\nnuisance = { "lr" = [0.1] }', True, "expected a config key section.key"),
+        ('[study]\nnuisance = { "train.lr" = [0.1, 0.1] }', True, "distinct values"),
+        ('[study]\nnuisance = { "train.lr" = [0.1] }\nfixed = ["train.lr"]', True, "cannot be nuisance and"),
+    ],
+)
+def test_a_malformed_study_is_refused(tiny, study, holdout, words):
+    _study_spec(tiny, study, holdout)
+    with pytest.raises(SpecError, match=words):
+        load_spec(tiny["spec"])
+
+
+def test_the_report_chooses_each_runs_setting_on_held_out_data_never_on_val(tiny, tmp_path):
+    """Runs are made, then their held-out and val numbers are set so that the two splits would
+    choose differently: the page must take the held-out choice and show that run's val number."""
+    from report.generate import generate
+    from report.load import load_table
+
+    _study_spec(tiny)
+    assert main(cli_args(tiny, "run", "tiny", "--jobs", "1", "--variant", "baseline", "--seeds", "0")) == 0
+    files = {p.name.split("--")[1]: p for p in (tiny["results"] / "tiny" / "mini").glob("baseline--*.json")}
+    assert sorted(files) == ["lr-0-005", "lr-0-05"]
+    for slug, (holdout, val) in {"lr-0-005": (0.9, 0.1), "lr-0-05": (0.2, 0.8)}.items():
+        record = json.loads(files[slug].read_text())
+        record["holdout_metrics"]["miou"], record["metrics"]["miou"] = holdout, val
+        files[slug].write_text(json.dumps(record))
+    spec = load_spec(tiny["spec"])
+    table = load_table(spec, tiny["results"], "mini")
+    (choice,) = table.choices
+    assert choice["chosen"] == {"train.lr": 0.005}  # the held-out best, though val would pick 0.05
+    assert table.runs.loc[table.runs.variant == "baseline", "value"].tolist() == [pytest.approx(10.0)]
+    assert not table.stale  # the setting not chosen is a used file, not a stale one
+    written, errors = generate(tiny["specs"], tiny["results"], tmp_path / "report")
+    page = (tmp_path / "report" / "tiny.md").read_text()
+    assert "## Tuned per variant and seed" in page and "`train.lr` in [0.005, 0.05]" in page
+    assert "**Held fixed**" in page and "`train.steps` = 4" in page and "`train.batch_size` = 8" in page
