@@ -195,6 +195,22 @@ def _submit(args, spec) -> int:
     runs = expand(
         spec, args.scale, results_dir=args.results, seeds=args.seeds, overrides=args.overrides, variants=args.variant
     )
+    if spec.study.get("search"):  # search runs first; once all are done, the final runs
+        from ablations.runner import plan
+        from ablations.study import choices
+
+        if not plan(runs)[1]:
+            runs = expand(
+                spec,
+                args.scale,
+                results_dir=args.results,
+                seeds=args.seeds,
+                overrides=args.overrides,
+                variants=args.variant,
+                choices=choices(spec, runs),
+            )
+        else:
+            print("the search runs go first: run the same command again when they are done", file=sys.stderr)
     if args.dry_run:
         for run in runs:
             print(run["path"])
@@ -271,18 +287,41 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             for run in runs:
                 print(run["path"])
+            if spec.study.get("search"):
+                print("(then one final run per variant and seed, with the setting the search chooses)", file=sys.stderr)
             return 0
         t0 = time.perf_counter()
         write_paper_models(spec, args.results)
         shard = _shard(args)
-        result = run_sweep(
-            runs,
+        sweep = dict(
             cache_dir=args.cache,
             jobs=args.jobs,
             retry_failed=args.retry_failed,
             data_root=args.data_root,
             shard=shard,
         )
+        result = run_sweep(runs, **sweep)
+        if spec.study.get("search"):  # the final runs: each (variant, seed) at its chosen setting
+            from ablations.study import choices
+
+            chosen = choices(spec, runs)
+            print(f"{spec.id}: search done, running the {len(chosen)} chosen settings", file=sys.stderr)
+            final = expand(
+                spec,
+                args.scale,
+                results_dir=args.results,
+                seeds=args.seeds,
+                overrides=args.overrides,
+                variants=args.variant,
+                choices=chosen,
+            )
+            second = run_sweep(final, **sweep)
+            result.ran, result.reused, result.skipped = (
+                result.ran + second.ran,
+                result.reused + second.reused,
+                result.skipped + second.skipped,
+            )
+            result.failed += second.failed
         if shard is not None and not shard.leader:
             return 1 if result.failed else 0
         print(

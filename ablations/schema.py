@@ -310,7 +310,12 @@ _TOP = {
     "variants": (list, True),
     "study": (dict, False),
 }
-_STUDY = {"scientific": (list[str], False), "nuisance": (dict, True), "fixed": (list[str], False)}
+_STUDY = {
+    "scientific": (list[str], False),
+    "nuisance": (dict, True),
+    "fixed": (list[str], False),
+    "search": (dict, False),
+}
 _TIMING_TOP = {
     **_COMMON_TOP,
     "paper_hardware": (str, True),
@@ -503,14 +508,15 @@ def load_spec(path: str | Path) -> Spec | TimingSpec:
 
 def _check_study(doc: Document, study: dict | None, scales: dict) -> dict:
     """``[study]``: ``nuisance`` (``"section.key" = [values]``, each tuned per variant and seed on
-    the held-out split), ``scientific`` (what the table varies) and ``fixed`` (held constant,
-    printed as caveats), all dotted config keys."""
+    the held-out split), ``scientific`` (what the table varies), ``fixed`` (held constant,
+    printed as caveats) and ``search`` (``"section.key" = value``: what the search runs change,
+    e.g. fewer steps; the chosen setting is then run with the spec's own), all dotted keys."""
     if study is None:
         return {}
     check_table(doc, "study", study, _STUDY)
     if not study["nuisance"]:
         raise doc.error("study.nuisance", "expected at least one key with the values to search")
-    for kind in ("nuisance", "scientific", "fixed"):
+    for kind in ("nuisance", "scientific", "fixed", "search"):
         for key in study.get(kind, []):
             if key.split(".")[0] not in SECTIONS or "." not in key:
                 raise doc.error(
@@ -519,9 +525,12 @@ def _check_study(doc: Document, study: dict | None, scales: dict) -> dict:
     for key, values in study["nuisance"].items():
         if not isinstance(values, list) or not values or len({json.dumps(v) for v in values}) != len(values):
             raise doc.error(f"study.nuisance.{key}", f"expected a list of distinct values to search, got {values!r}")
-    both = sorted(set(study["nuisance"]) & set(study.get("scientific", []) + study.get("fixed", [])))
+    both = sorted(
+        set(study["nuisance"])
+        & set(study.get("scientific", []) + study.get("fixed", []) + list(study.get("search", {})))
+    )
     if both:
-        raise doc.error("study", f"{both} cannot be nuisance and scientific or fixed at once")
+        raise doc.error("study", f"{both} cannot be nuisance and scientific, fixed or a search setting at once")
     for scale, block in scales.items():
         if not block.get("data", {}).get("holdout_images"):
             raise doc.error(
@@ -532,6 +541,7 @@ def _check_study(doc: Document, study: dict | None, scales: dict) -> dict:
         "nuisance": dict(study["nuisance"]),
         "scientific": list(study.get("scientific", [])),
         "fixed": list(study.get("fixed", [])),
+        "search": dict(study.get("search", {})),
     }
 
 
@@ -543,12 +553,13 @@ def study_trials(spec: Spec) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*nuisance.values())] if keys else [{}]
 
 
-def run_slug(variant: Variant, trial: Mapping[str, Any] | None = None) -> str:
-    """A run's file slug: the variant's, then each nuisance value (``k-3--lr-0-003``)."""
+def run_slug(variant: Variant, trial: Mapping[str, Any] | None = None, search: bool = False) -> str:
+    """A run's file slug: the variant's, then each nuisance value (``k-3--lr-0-003``), then
+    ``--search`` for a search run."""
     parts = [variant.slug] + [
         slugify(f"{key.split('.')[-1]}-{json.dumps(value)}") for key, value in (trial or {}).items()
     ]
-    return "--".join(parts)
+    return "--".join(parts + (["search"] if search else []))
 
 
 def _check_id(doc: Document) -> None:
@@ -765,11 +776,14 @@ def run_config(
     seed: int,
     overrides: Mapping[str, Any] | None = None,
     trial: Mapping[str, Any] | None = None,
+    search: bool = False,
 ) -> dict:
     """The resolved config of one run (what its hash and result file name are made of): the
-    spec's, with a ``[study]``'s nuisance values (``trial``), then the command line's overrides."""
+    spec's, with a ``[study]``'s nuisance values (``trial``), then the command line's overrides,
+    then (a search run) the study's ``search`` settings."""
     merged, _ = spec.resolve(scale, variant)
-    for key, value in {**(trial or {}), **(overrides or {})}.items():
+    later = spec.study.get("search", {}) if search else {}
+    for key, value in {**(trial or {}), **(overrides or {}), **later}.items():
         apply_override(merged, key, value)
     return {**{s: merged[s] for s in SECTIONS}, "seed": seed}
 

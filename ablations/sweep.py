@@ -62,10 +62,15 @@ def expand(
     overrides: list[str] | None = None,
     variants: list[str] | None = None,
     validate: bool = True,
+    choices: dict[tuple[str, int], dict] | None = None,
 ) -> list[dict]:
     """All runs of ``spec`` at ``scale``, validated; raises :class:`SpecError` on a bad
     scale, seed, variant or override (before anything runs). ``validate=False`` skips the
-    model checks (for listing what is done, which must stay quick)."""
+    model checks (for listing what is done, which must stay quick).
+
+    A ``[study]`` multiplies the runs by its nuisance settings. With a study ``search``, these
+    are the *search* runs; ``choices`` ({(variant, seed): the chosen setting}, from
+    :func:`ablations.study.choices`) then gives the final runs, one per (variant, seed)."""
     if scale not in spec.scales:
         raise SpecError(
             COMMAND_LINE, "--scale", f"no scale {scale!r} in {spec.file.name}; expected one of {sorted(spec.scales)}"
@@ -92,7 +97,11 @@ def expand(
         )
     tag = scale if not parsed else f"{scale}+{config_hash(parsed)[:6]}"
     runs: list[dict] = []
+    search = bool(spec.study.get("search")) and choices is None
     for variant, trial in ((v, t) for v in chosen for t in study_trials(spec)):
+        wanted = [s for s in seed_list if choices is None or choices.get((variant.name, s)) == trial]
+        if not wanted:
+            continue
         merged, origin = spec.resolve(scale, variant)
         for key, value in trial.items():  # a [study]'s nuisance setting
             apply_override(merged, key, value)
@@ -106,9 +115,13 @@ def expand(
                 prefix = ".".join(parts[:n])
                 if prefix == key or prefix not in origin:
                     origin[prefix] = f"override {key}"
+        for key, value in (spec.study.get("search", {}) if search else {}).items():  # a search run
+            apply_override(merged, key, value)
+            origin[key] = f"study.search.{key}"
         if validate:
             validate_run(merged, locator(spec.file, origin, spec.where))
-        for seed in seed_list:
+        slug = run_slug(variant, trial, search)
+        for seed in wanted:
             config = {**{s: merged[s] for s in SECTIONS}, "seed": seed}
             h = config_hash(config)
             runs.append(
@@ -118,11 +131,12 @@ def expand(
                     "scale_tag": tag,
                     "variant": variant.name,
                     "trial": trial,
-                    "slug": run_slug(variant, trial),
+                    "search": search,
+                    "slug": slug,
                     "config": config,
                     "config_hash": h,
                     "overrides": parsed,
-                    "path": str(results_dir / spec.id / tag / run_filename(run_slug(variant, trial), seed, h)),
+                    "path": str(results_dir / spec.id / tag / run_filename(slug, seed, h)),
                 }
             )
     if validate:

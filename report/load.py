@@ -30,6 +30,7 @@ from ablations.schema import (
     stale_sources,
     study_trials,
 )
+from ablations.study import NoHoldout, choose
 
 SPLITS = {"val": "metrics", "holdout": "holdout_metrics"}
 
@@ -143,40 +144,43 @@ def load_table(spec: Spec, results_dir: Path, tag: str, split: str = "val", root
 
 def _select(spec: Spec, scale: str, variant, seed: int, overrides: dict, records: dict, table: Table):
     """(the files of this variant and seed, the one used, its record), or None when a run is
-    missing. With a ``[study]``: every nuisance setting's run must exist, and the one used is the
-    best on the held-out split (the spec's metric; the first on a tie), never chosen on val."""
-    found = []
-    for trial in study_trials(spec):
-        config = run_config(spec, scale, variant, seed, overrides, trial)
-        name = run_filename(run_slug(variant, trial), seed, config_hash(config))
+    missing. With a ``[study]``: every nuisance setting's run (its search run, where the study
+    has a search) must exist, the setting chosen is the best on the held-out split
+    (:func:`ablations.study.choose`), and the run used is that setting's (final) run."""
+
+    def find(trial: dict, search: bool):
+        config = run_config(spec, scale, variant, seed, overrides, trial, search)
+        name = run_filename(run_slug(variant, trial, search), seed, config_hash(config))
         record = records.get(name)
-        if record is None or record["config_hash"] != config_hash(config):
-            return None
-        found.append((trial, name, record))
+        return (name, record) if record is not None and record["config_hash"] == config_hash(config) else None
+
     if not spec.study:
-        _, name, record = found[0]
-        return [name], name, record
-    ok = [f for f in found if f[2]["status"] == "ok"]
-    if not ok:
-        return [f[1] for f in found], found[0][1], found[0][2]  # every setting failed: shown as failed
-    scored = []
-    for _, name, record in ok:
-        if not record.get("holdout_metrics"):
-            raise ReportInputError(
-                f"{name}: no holdout_metrics; a [study] chooses on held-out data (data.holdout_images)"
-            )
-        scored.append(record["holdout_metrics"].get(spec.metric, math.nan))
-    best = max(range(len(ok)), key=lambda i: (scored[i], -i))
+        found = find({}, False)
+        return None if found is None else ([found[0]], *found)
+    search = bool(spec.study.get("search"))
+    trials = study_trials(spec)
+    candidates = [find(t, search) for t in trials]
+    if any(c is None for c in candidates):
+        return None
+    try:
+        best, scores = choose(spec.metric, [c[1] for c in candidates])
+    except NoHoldout as e:
+        raise ReportInputError(f"{table.directory}: {e}") from None
+    names = [c[0] for c in candidates]
+    if best is None:  # every setting failed: shown as failed
+        return names, *candidates[0]
+    used = find(trials[best], False) if search else candidates[best]
+    if used is None:
+        return None
     table.choices.append(
         {
             "variant": variant.name,
             "seed": seed,
-            "chosen": ok[best][0],
-            "holdout": {json.dumps(t, sort_keys=True): 100 * v for (t, _, _), v in zip(ok, scored)},
-            "failed": [f[0] for f in found if f[2]["status"] != "ok"],
+            "chosen": trials[best],
+            "holdout": {json.dumps(t, sort_keys=True): v for t, v in zip(trials, scores) if v == v},
         }
     )
-    return [f[1] for f in found], ok[best][1], ok[best][2]
+    return names + ([used[0]] if search else []), *used
 
 
 def scales_with_results(spec: Spec, results_dir: Path) -> list[str]:

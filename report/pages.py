@@ -130,6 +130,12 @@ def study_section(table: Table) -> list[str]:
         f"Nuisance hyperparameters, searched for every variant and seed and chosen on the held-out training "
         f"images by {metric} (never on val): {nuisance}. Every number above is the chosen run's.",
     ]
+    if study.get("search"):
+        search = ", ".join(f"`{k}` = {json.dumps(v)}" for k, v in study["search"].items())
+        lines[-1] += (
+            f" The search runs use {search} (a cheaper search); the chosen setting is then run with the "
+            "spec's own values, and that run is the one shown."
+        )
     if study.get("scientific"):
         lines[-1] += " Scientific (what the table varies): " + ", ".join(f"`{k}`" for k in study["scientific"]) + "."
     lines.append("")

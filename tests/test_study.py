@@ -76,3 +76,28 @@ def test_the_report_chooses_each_runs_setting_on_held_out_data_never_on_val(tiny
     page = (tmp_path / "report" / "tiny.md").read_text()
     assert "## Tuned per variant and seed" in page and "`train.lr` in [0.005, 0.05]" in page
     assert "**Held fixed**" in page and "`train.steps` = 4" in page and "`train.batch_size` = 8" in page
+
+
+def test_a_search_picks_each_setting_on_short_runs_then_runs_it_with_the_specs_own_schedule(tiny, tmp_path, capsys):
+    from report.load import load_table
+
+    _study_spec(tiny, STUDY + 'search = { "train.steps" = 2 }\n')
+    assert main(cli_args(tiny, "run", "tiny", "--jobs", "1", "--variant", "k=3", "--seeds", "0")) == 0
+    names = sorted(p.name.rsplit("--", 1)[0] for p in (tiny["results"] / "tiny" / "mini").glob("k-3--*.json"))
+    search = [n for n in names if n.endswith("--search--seed0")]
+    final = [n for n in names if not n.endswith("--search--seed0")]
+    assert len(search) == 2 and len(final) == 1  # both settings searched, the chosen one run in full
+    records = {p.name: json.loads(p.read_text()) for p in (tiny["results"] / "tiny" / "mini").glob("k-3--*.json")}
+    steps = sorted(r["training"]["steps"] for r in records.values())
+    assert steps == [2, 2, 4]
+    table = load_table(load_spec(tiny["spec"]), tiny["results"], "mini")
+    (choice,) = table.choices
+    best = max(
+        (r for n, r in records.items() if "--search--" in n),
+        key=lambda r: (r["holdout_metrics"]["miou"], -r["config"]["train"]["lr"]),
+    )
+    assert choice["chosen"] == {"train.lr": best["config"]["train"]["lr"]}
+    used = table.runs.iloc[0]["record"]
+    assert used["training"]["steps"] == 4 and used["config"]["train"]["lr"] == best["config"]["train"]["lr"]
+    assert main(cli_args(tiny, "run", "tiny", "--jobs", "1", "--variant", "k=3", "--seeds", "0")) == 0
+    assert "0 ran" in capsys.readouterr().err.splitlines()[-1]  # unchanged: nothing runs again
