@@ -159,6 +159,21 @@ def _show(args, spec) -> int:
     return 0
 
 
+def _expand(args, spec, choices=None) -> list[dict]:
+    """The runs the command line asks for (``choices``: a study's final runs)."""
+    from ablations.sweep import expand
+
+    return expand(
+        spec,
+        args.scale,
+        results_dir=args.results,
+        seeds=args.seeds,
+        overrides=args.overrides,
+        variants=args.variant,
+        choices=choices,
+    )
+
+
 def _shard(args):
     """This process's part of a data-parallel world under ``torchrun`` (None outside one)."""
     import os
@@ -187,28 +202,17 @@ def _submit(args, spec) -> int:
     """``--executor slurm | submitit-local``: prepare here, submit the pending runs as one array."""
     from ablations import cluster
     from ablations.runner import prepare, write_paper_models
-    from ablations.sweep import expand
 
     flags = {k: getattr(args, k) for k in ("partition", "account", "gpus_per_run", "time_min", "folder")}
     settings = cluster.load_settings(flags)
     cluster._submitit()  # installed, before anything is prepared
-    runs = expand(
-        spec, args.scale, results_dir=args.results, seeds=args.seeds, overrides=args.overrides, variants=args.variant
-    )
+    runs = _expand(args, spec)
     if spec.study.get("search"):  # search runs first; once all are done, the final runs
         from ablations.runner import plan
         from ablations.study import choices
 
         if not plan(runs)[1]:
-            runs = expand(
-                spec,
-                args.scale,
-                results_dir=args.results,
-                seeds=args.seeds,
-                overrides=args.overrides,
-                variants=args.variant,
-                choices=choices(spec, runs),
-            )
+            runs = _expand(args, spec, choices(spec, runs))
         else:
             print("the search runs go first: run the same command again when they are done", file=sys.stderr)
     if args.dry_run:
@@ -261,7 +265,6 @@ def main(argv: list[str] | None = None) -> int:
     from ablations.cluster import ExecutorUnavailable
     from ablations.execute import MissingWeights
     from ablations.runner import NotWritable, RunnerBusy, plan, run_sweep, write_paper_models
-    from ablations.sweep import expand
     from seg_core.data.checks import DataError
 
     try:
@@ -276,14 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             return _submit(args, spec)
         if args.jobs is not None and args.jobs < 1:
             raise SpecError(COMMAND_LINE, "--jobs", f"expected an integer >= 1, got {args.jobs}")
-        runs = expand(
-            spec,
-            args.scale,
-            results_dir=args.results,
-            seeds=args.seeds,
-            overrides=args.overrides,
-            variants=args.variant,
-        )
+        runs = _expand(args, spec)
         if args.dry_run:
             for run in runs:
                 print(run["path"])
@@ -306,15 +302,7 @@ def main(argv: list[str] | None = None) -> int:
 
             chosen = choices(spec, runs)
             print(f"{spec.id}: search done, running the {len(chosen)} chosen settings", file=sys.stderr)
-            final = expand(
-                spec,
-                args.scale,
-                results_dir=args.results,
-                seeds=args.seeds,
-                overrides=args.overrides,
-                variants=args.variant,
-                choices=chosen,
-            )
+            final = _expand(args, spec, chosen)
             second = run_sweep(final, **sweep)
             result.ran, result.reused, result.skipped = (
                 result.ran + second.ran,
