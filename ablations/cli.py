@@ -310,6 +310,18 @@ def main(argv: list[str] | None = None) -> int:
                 result.skipped + second.skipped,
             )
             result.failed += second.failed
+            result.failed_paths += second.failed_paths
+        if spec.study:  # a setting that diverged is an outcome of the search, not a failure of the sweep
+            from ablations.study import choices
+
+            settled = choices(spec, runs)
+            left_out = {r["path"] for r in runs if (r["variant"], r["config"]["seed"]) in settled}
+            keep = [i for i, p in enumerate(result.failed_paths) if p not in left_out]
+            dropped = [result.failed[i] for i in range(len(result.failed)) if i not in keep]
+            if dropped:
+                print("settings that diverged, left out of the choice:\n  " + "\n  ".join(dropped), file=sys.stderr)
+            result.failed = [result.failed[i] for i in keep]
+            result.failed_paths = [result.failed_paths[i] for i in keep]
         if shard is not None and not shard.leader:
             return 1 if result.failed else 0
         print(

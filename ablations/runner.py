@@ -64,6 +64,7 @@ class SweepResult:
     ran: int = 0
     reused: int = 0
     failed: list[str] = field(default_factory=list)  # "variant seed k: reason"
+    failed_paths: list[str] = field(default_factory=list)  # their result files, in the same order
 
 
 @contextmanager
@@ -143,7 +144,12 @@ def prepare(
     directories = sorted({Path(r["path"]).parent for r in runs})
     done, pending = plan(runs, retry_failed)
     failed_done = [r for r in done if read_result(Path(r["path"]), r["config_hash"])["status"] == "failed"]
-    result = SweepResult(len(runs), len(done), failed=[_failure_line(r) for r in failed_done])
+    result = SweepResult(
+        len(runs),
+        len(done),
+        failed=[_failure_line(r) for r in failed_done],
+        failed_paths=[r["path"] for r in failed_done],
+    )
     if not pending:
         log(
             f"{len(runs)} runs: all done"
@@ -340,6 +346,7 @@ def _finish(run: dict, record: dict, bar, log, result: SweepResult) -> None:
     bar.update()
     if record["status"] == "failed":
         result.failed.append(_failure_line(run))
+        result.failed_paths.append(run["path"])
         log(f"  {run['variant']:<14} seed {run['config']['seed']}: FAILED, {result.failed[-1].split(': ', 1)[1]}")
         return
     result.ran += 1

@@ -101,3 +101,12 @@ def test_a_search_picks_each_setting_on_short_runs_then_runs_it_with_the_specs_o
     assert used["training"]["steps"] == 4 and used["config"]["train"]["lr"] == best["config"]["train"]["lr"]
     assert main(cli_args(tiny, "run", "tiny", "--jobs", "1", "--variant", "k=3", "--seeds", "0")) == 0
     assert "0 ran" in capsys.readouterr().err.splitlines()[-1]  # unchanged: nothing runs again
+
+
+def test_a_setting_that_diverges_is_left_out_of_the_choice_not_a_failed_sweep(tiny, capsys):
+    _study_spec(tiny, STUDY.replace("[0.005, 0.05]", "[0.005, 1e9]"))
+    code = main(cli_args(tiny, "run", "tiny", "--jobs", "1", "--variant", "k=3", "--seeds", "0"))
+    err = capsys.readouterr().err
+    assert code == 0 and "settings that diverged, left out of the choice" in err and "k=3 seed 0: diverged" in err
+    records = [json.loads(p.read_text()) for p in (tiny["results"] / "tiny" / "mini").glob("k-3--*.json")]
+    assert sorted(r["status"] for r in records) == ["failed", "ok"]
