@@ -315,6 +315,7 @@ _STUDY = {
     "nuisance": (dict, True),
     "fixed": (list[str], False),
     "search": (dict, False),
+    "untuned": (str, False),
 }
 _TIMING_TOP = {
     **_COMMON_TOP,
@@ -339,6 +340,7 @@ _REPORT = {
     "model_info": (list[str], False),
     "series": (str, False),
     "series_labels": (dict, False),
+    "beyond": (str, False),  # the spec (paper table) whose explanation this one tests beyond the paper
 }
 _TIMING_REPORT = {"notes": (str, False), "discussion": (str, False)}
 _CHECK = {
@@ -542,6 +544,7 @@ def _check_study(doc: Document, study: dict | None, scales: dict) -> dict:
         "scientific": list(study.get("scientific", [])),
         "fixed": list(study.get("fixed", [])),
         "search": dict(study.get("search", {})),
+        **({"untuned": study["untuned"]} if "untuned" in study else {}),
     }
 
 
@@ -551,6 +554,28 @@ def study_trials(spec: Spec) -> list[dict]:
     nuisance = spec.study.get("nuisance", {})
     keys = list(nuisance)
     return [dict(zip(keys, combo)) for combo in itertools.product(*nuisance.values())] if keys else [{}]
+
+
+class NoHoldout(ValueError):
+    """A ``[study]``'s runs without held-out metrics: nothing to choose on but val, which is refused."""
+
+
+def choose(metric: str, records: list[dict]) -> tuple[int | None, list[float]]:
+    """A ``[study]``'s choice among the runs of one variant and seed (one per nuisance setting):
+    (index of the run best on the held-out split by ``metric``, the first on a tie; None when every
+    run failed, failed runs never win) and the held-out scores in %. Never val."""
+    scores = []
+    for record in records:
+        if record["status"] != "ok":
+            scores.append(math.nan)
+            continue
+        if not record.get("holdout_metrics"):
+            raise NoHoldout("a [study] chooses on held-out data: its runs need data.holdout_images")
+        scores.append(100 * record["holdout_metrics"].get(metric, math.nan))
+    ok = [i for i, r in enumerate(records) if r["status"] == "ok"]
+    if not ok:
+        return None, scores
+    return max(ok, key=lambda i: (scores[i], -i)), scores
 
 
 def run_slug(variant: Variant, trial: Mapping[str, Any] | None = None, search: bool = False) -> str:

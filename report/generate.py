@@ -29,11 +29,17 @@ def _paper_figures(spec: Spec) -> dict[str, dict[str, float]]:
     return {v.name: v.paper for v in spec.variants}
 
 
-def render_table(table: Table, out_dir: Path, split: str = "val") -> tuple[dict[Path, object], dict]:
-    """The files of one table (page text, figure writer) and its index row."""
+def render_table(
+    table: Table, out_dir: Path, split: str = "val", untuned: Table | None = None
+) -> tuple[dict[Path, object], dict]:
+    """The files of one table (page text, figure writer) and its index row; ``untuned``: the
+    same table without its ``[study]``'s tuning, whose verdicts the page puts beside its own."""
     spec = table.spec
     summary = summarise(table)
     results = judge_all(spec.report.get("checks", []), spec.metric, _paper_figures(spec), table.runs)
+    before = None
+    if untuned is not None:
+        before = judge_all(spec.report.get("checks", []), spec.metric, _paper_figures(spec), untuned.runs)
     verdict = table_verdict(results) if not table.runs.empty else None
     if verdict is None:
         from report.checks import TableVerdict
@@ -42,7 +48,9 @@ def render_table(table: Table, out_dir: Path, split: str = "val") -> tuple[dict[
     suffix = "" if table.tag == "mini" else f"-{table.tag}"
     fig_path = out_dir / "figures" / f"{spec.id}{suffix}.png"
     has_fig = not table.runs.empty
-    text = pages.ablation_page(table, summary, verdict, results, f"figures/{fig_path.name}" if has_fig else None, split)
+    text = pages.ablation_page(
+        table, summary, verdict, results, f"figures/{fig_path.name}" if has_fig else None, split, before, untuned
+    )
     files: dict[Path, object] = {out_dir / f"{spec.id}{suffix}.md": text}
     if has_fig:
         files[fig_path] = lambda path, t=table, s=summary: figures.figure(t, s, path)
@@ -54,6 +62,8 @@ def render_table(table: Table, out_dir: Path, split: str = "val") -> tuple[dict[
         runs += f", {len(table.failed)} failed"
     sentence = verdict.sentence + ("; some results are from older code" if table.changed_code else "")
     row = {
+        "_id": spec.id,
+        "_beyond": spec.report.get("beyond"),
         "table": f"[{spec.title}]({spec.id}{suffix}.md)",
         "paper table": spec.paper_table,
         "scale": table.tag,
@@ -136,11 +146,18 @@ def generate(
             tags = scales_with_results(spec, results_dir)
         for t in tags:
             table = load_table(spec, results_dir, t, split, root)
-            more, row = render_table(table, out_dir, split)
+            untuned = None
+            if spec.study.get("untuned"):
+                other = next((s for s in specs if s.id == spec.study["untuned"] and s.kind != "timing"), None)
+                if other is None:
+                    errors.append(f"{spec.file}: study.untuned names no ablation spec ({spec.study['untuned']!r})")
+                else:
+                    untuned = load_table(other, results_dir, t, split, root)
+            more, row = render_table(table, out_dir, split, untuned)
             files.update(more)
             rows.append(row)
     rows.sort(key=lambda row: _natural(row["paper table"]))  # by paper, then table number
-    files[out_dir / "index.md"] = pages.index(rows, errors)
+    files[out_dir / "index.md"] = pages.index(*_beyond_column(rows, errors), errors)
     written = []
     for path, content in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,6 +169,23 @@ def generate(
             tmp.replace(path)
         written.append(path)
     return written, errors
+
+
+def _beyond_column(rows: list[dict], errors: list[str]) -> tuple[list[dict], list[dict]]:
+    """(the paper tables' rows, with a column linking the specs that test their pages'
+    explanations beyond the paper where any exist; those specs' own rows)."""
+    ids = {row.get("_id") for row in rows}
+    beyond = [row for row in rows if row.get("_beyond")]
+    for row in beyond:
+        if row["_beyond"] not in ids:
+            errors.append(f"{row['_id']}: report.beyond names no ablation spec with results ({row['_beyond']!r})")
+    main = [row for row in rows if not row.get("_beyond")]
+    if beyond:
+        for row in main:
+            links = [b["table"] for b in beyond if b["_beyond"] == row.get("_id") and b["scale"] == row["scale"]]
+            row["what we tested beyond the paper"] = ", ".join(links)
+    strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith("_")} for r in rs]  # noqa: E731
+    return strip(main), strip(beyond)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,9 +20,11 @@ from pathlib import Path
 import pandas as pd
 
 from ablations.schema import (
+    NoHoldout,
     RecordError,
     Spec,
     check_record,
+    choose,
     config_hash,
     run_config,
     run_filename,
@@ -30,7 +32,6 @@ from ablations.schema import (
     stale_sources,
     study_trials,
 )
-from ablations.study import NoHoldout, choose
 
 SPLITS = {"val": "metrics", "holdout": "holdout_metrics"}
 
@@ -146,7 +147,7 @@ def _select(spec: Spec, scale: str, variant, seed: int, overrides: dict, records
     """(the files of this variant and seed, the one used, its record), or None when a run is
     missing. With a ``[study]``: every nuisance setting's run (its search run, where the study
     has a search) must exist, the setting chosen is the best on the held-out split
-    (:func:`ablations.study.choose`), and the run used is that setting's (final) run."""
+    (:func:`ablations.schema.choose`), and the run used is that setting's (final) run."""
 
     def find(trial: dict, search: bool):
         config = run_config(spec, scale, variant, seed, overrides, trial, search)

@@ -167,6 +167,38 @@ def study_section(table: Table) -> list[str]:
     return lines
 
 
+def untuned_section(results: list[CheckResult], before: list[CheckResult] | None, untuned: Table | None) -> list[str]:
+    """The claims judged on the untuned runs (the spec this one tunes) beside the tuned ones."""
+    if before is None or untuned is None:
+        return []
+    name = untuned.spec.id
+    rows = []
+    for now, then in zip(results, before):
+        fmt = (
+            (lambda r: "-" if r.n == 0 else f"{r.delta:+.2f}")
+            if now.kind == "pairwise"
+            else (lambda r: f"{r.delta:.2f}")
+        )
+        rows.append(
+            {
+                "claim": now.claim,
+                f"untuned ({name})": f"{fmt(then)}: {then.outcome}",
+                "tuned": f"{fmt(now)}: {now.outcome}",
+                "changed": "**yes**" if now.outcome != then.outcome else "",
+            }
+        )
+    changed = sum(1 for r in rows if r["changed"])
+    return [
+        "## Tuned vs untuned",
+        "",
+        f"The same claims judged on [{name}]({name}.md)'s runs, where every variant trains with the one shared "
+        f"setting: {changed} of {len(rows)} outcomes change with tuning.",
+        "",
+        pd.DataFrame(rows).to_markdown(index=False),
+        "",
+    ]
+
+
 def ablation_page(
     table: Table,
     summary: pd.DataFrame,
@@ -174,6 +206,8 @@ def ablation_page(
     results: list[CheckResult],
     fig_rel: str | None,
     split: str = "val",
+    untuned_results: list[CheckResult] | None = None,
+    untuned: Table | None = None,
 ) -> str:
     spec = table.spec
     scale_block = spec.scales[table.scale]
@@ -205,6 +239,7 @@ def ablation_page(
         lines += ["**Protocol notes.** " + " ".join(spec.report["notes"].split()), ""]
     lines += ["## Table", "", *main_table(table, summary), *claims_table(results), *backbone_table(table)]
     lines += study_section(table)
+    lines += untuned_section(results, untuned_results, untuned)
     if fig_rel:
         lines += [f"![{spec.title}]({fig_rel})", ""]
     lines += region_tables(table, summary)
@@ -212,7 +247,7 @@ def ablation_page(
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def index(rows: list[dict], errors: list[str]) -> str:
+def index(rows: list[dict], beyond: list[dict], errors: list[str]) -> str:
     lines = [
         "# segbench report",
         "",
@@ -226,4 +261,14 @@ def index(rows: list[dict], errors: list[str]) -> str:
         lines += ["**Specs that could not be read** (fix them; the other pages are current):", ""]
         lines += [f"- {e}" for e in errors] + [""]
     lines += [pd.DataFrame(rows).to_markdown(index=False) if rows else "No specs found.", ""]
+    if beyond:
+        lines += [
+            "## Beyond the papers",
+            "",
+            "Specs that test the explanations our pages give where a claim does not reproduce (a fairer tuning, "
+            "the paper's data regime, a fine-tuned backbone, more seeds); each is linked from the table it tests.",
+            "",
+            pd.DataFrame(beyond).to_markdown(index=False),
+            "",
+        ]
     return "\n".join(lines)

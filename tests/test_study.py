@@ -110,3 +110,24 @@ def test_a_setting_that_diverges_is_left_out_of_the_choice_not_a_failed_sweep(ti
     assert code == 0 and "settings that diverged, left out of the choice" in err and "k=3 seed 0: diverged" in err
     records = [json.loads(p.read_text()) for p in (tiny["results"] / "tiny" / "mini").glob("k-3--*.json")]
     assert sorted(r["status"] for r in records) == ["failed", "ok"]
+
+
+def test_a_tuned_spec_extends_the_untuned_one_and_its_page_puts_both_verdicts_side_by_side(tiny, tmp_path):
+    from report.generate import generate
+
+    (tiny["specs"] / "tiny-tuned.toml").write_text(
+        'extends = ["tiny.toml"]\nid = "tiny-tuned"\ntitle = "Tiny GCN sweep, lr tuned"\n\n'
+        '[report]\nbeyond = "tiny"\n\n[scales.mini.data]\nholdout_images = 16\n\n'
+        '[study]\nuntuned = "tiny"\nnuisance = { "train.lr" = [0.005, 0.01] }\n'
+    )
+    for spec_id in ("tiny", "tiny-tuned"):
+        assert main(cli_args(tiny, "run", spec_id, "--jobs", "1", "--seeds", "0")) == 0
+    tuned = sorted(p.name.rsplit("--", 2)[0] for p in (tiny["results"] / "tiny-tuned" / "mini").glob("*.json"))
+    assert len(tuned) == 6 and "k-5--lr-0-01" in tuned
+    generate(tiny["specs"], tiny["results"], tmp_path / "report")
+    page = (tmp_path / "report" / "tiny-tuned.md").read_text()
+    assert "## Tuned vs untuned" in page and "[tiny](tiny.md)" in page and "k=5 beats the 1x1 baseline" in page
+    index = (tmp_path / "report" / "index.md").read_text()
+    assert "what we tested beyond the paper" in index and "## Beyond the papers" in index
+    main_table = index.split("## Beyond the papers")[0]
+    assert "[Tiny GCN sweep, lr tuned](tiny-tuned.md)" in main_table  # linked from the table it tests
