@@ -533,12 +533,6 @@ def _check_study(doc: Document, study: dict | None, scales: dict) -> dict:
     )
     if both:
         raise doc.error("study", f"{both} cannot be nuisance and scientific, fixed or a search setting at once")
-    for scale, block in scales.items():
-        if not block.get("data", {}).get("holdout_images"):
-            raise doc.error(
-                f"scales.{scale}.data.holdout_images",
-                "a [study] chooses its nuisance values on held-out training images: set data.holdout_images",
-            )
     return {
         "nuisance": dict(study["nuisance"]),
         "scientific": list(study.get("scientific", [])),

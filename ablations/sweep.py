@@ -120,6 +120,12 @@ def expand(
             origin[key] = f"study.search.{key}"
         if validate:
             validate_run(merged, locator(spec.file, origin, spec.where))
+        if spec.study and not merged["data"].get("holdout_images"):
+            raise SpecError(
+                spec.file,
+                f"scales.{scale}.data.holdout_images",
+                "a [study] chooses its nuisance values on held-out training images: set data.holdout_images",
+            )
         slug = run_slug(variant, trial, search)
         for seed in wanted:
             config = {**{s: merged[s] for s in SECTIONS}, "seed": seed}

@@ -47,9 +47,11 @@ def test_the_sweep_runs_every_nuisance_setting_of_every_variant_and_seed(tiny, c
     ],
 )
 def test_a_malformed_study_is_refused(tiny, study, holdout, words):
+    from ablations.sweep import expand
+
     _study_spec(tiny, study, holdout)
     with pytest.raises(SpecError, match=words):
-        load_spec(tiny["spec"])
+        expand(load_spec(tiny["spec"]), "mini", results_dir=tiny["results"])
 
 
 def test_the_report_chooses_each_runs_setting_on_held_out_data_never_on_val(tiny, tmp_path):
