@@ -27,7 +27,7 @@ def _install(session: nox.Session, *extras: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The unit and end-to-end test suite (CPU; CUDA cases skip without a GPU)."""
-    _install(session, "dev", "crf", "paper")
+    _install(session, "dev", "crf", "paper", "gscnn")
     session.run("pytest", *(session.posargs or ["-q", "tests"]))
 
 

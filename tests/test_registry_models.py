@@ -23,21 +23,32 @@ def test_every_registered_model_has_an_example():
     assert not missing, f"register these models with example={{...}} (tiny options): {missing}"
 
 
+def _extra(model, size) -> dict:
+    """The extra inputs a model names, made from a raw uint8 batch by their INPUTS makers."""
+    from seg_core.registry import INPUTS
+
+    raw = {"image": torch.randint(0, 256, (2, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))}
+    return {n: INPUTS.get(n)(raw) for n in getattr(model, "extra_inputs", ())}
+
+
 @pytest.mark.parametrize("size", SIZES, ids=["tiny", "odd"])
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_backward_and_the_output_contract(name, size):
     model = _build(name).train()
     assert isinstance(model, SegmentationModel)
     x = torch.randn(2, 3, *size)
-    out = model(x)
+    extra = _extra(model, size)
+    out = model(x, **extra)
     assert out["out"].shape == (2, 3, *size)
-    assert all(v.shape[:2] == (2, 3) and v.dtype == torch.float32 for v in out.values())
+    # class scores (main and auxiliary outputs) have the classes' channels; maps such as a boundary one
+    assert all(v.shape[0] == 2 and v.shape[1] in (1, 3) and v.dtype == torch.float32 for v in out.values())
     sum(v.float().mean() for v in out.values()).backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"parameters without a gradient: {missing[:5]}"
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(model.decode(model.extract(x), size), {"out": model(x)["out"]})
+        decoded = model.decode(model.extract(x), size, **extra)
+        torch.testing.assert_close(decoded["out"], model(x, **extra)["out"])
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -179,7 +179,7 @@ class DeepLabV3(Segmenter):
         return dict(self.info)
 
 
-_TINY = {
+TINY_EXAMPLE = {  # the registry's tiny options (generated tests); Gated-SCNN's build on them
     "backbone_options": {"width": 0.0625, "units": [1, 1, 1, 3], "output_stride": 8},
     "aspp_rates": [1, 2],
     "width": 8,
@@ -189,7 +189,7 @@ _TINY = {
 }
 
 
-@MODELS.register("deeplab_v3", example=_TINY)
+@MODELS.register("deeplab_v3", example=TINY_EXAMPLE)
 def deeplab_v3(
     *,
     num_classes: int,
