@@ -28,6 +28,7 @@ from ablations.protocol import (  # noqa: F401  (re-exported for the runner and 
     RUN_THREADS,
     SIZE_KEYS,
     complexity_record,
+    dataset,
     dataset_kwargs,
     pretrain_backbone,
     resolve_root,
@@ -38,7 +39,17 @@ from ablations.store import config_hash, dumps, write_atomic
 from ablations.validate import build_on_meta, dataset_facts
 from seg_core.backbones import weights_enum
 from seg_core.models.pretraining import pretraining_network
-from seg_core.registry import BACKBONES, DATASETS, LOSSES, METRIC_FAMILIES, MODELS, POSTPROCESSORS
+from seg_core.registry import (
+    BACKBONES,
+    DATASETS,
+    INFERENCE,
+    INPUTS,
+    LOSSES,
+    METRIC_FAMILIES,
+    MODELS,
+    POSTPROCESSORS,
+    TARGETS,
+)
 
 # A run's code is the transitive closure of in-project imports from the modules that built and
 # ran it. Name lookups and progress bars shape no number; package __init__ modules are included
@@ -60,9 +71,14 @@ def code_fingerprint(model: torch.nn.Module, config: dict, extra_modules: tuple[
     for term in config["train"].get("loss", {}).values():
         if term.get("type") in LOSSES:
             modules.add(LOSSES.get(term["type"]).__module__)
+        if term.get("target", "label") in TARGETS:  # an extra target's maker (e.g. boundary maps)
+            modules.add(TARGETS.get(term["target"]).__module__)
+    modules.update(INPUTS.get(name).__module__ for name in getattr(model, "extra_inputs", ()) if name in INPUTS)
     ev = config.get("eval", {})
     if ev.get("postprocess"):
         modules.add(POSTPROCESSORS.get(ev["postprocess"]["type"]).__module__)
+    if ev.get("inference", {}).get("type") in INFERENCE:
+        modules.add(INFERENCE.get(ev["inference"]["type"]).__module__)
     modules.update(METRIC_FAMILIES.get(name).__module__ for name in ev.get("metrics", []))
     return _hash_modules(tuple(sorted(m for m in modules if _in_project(m))))
 
@@ -361,6 +377,9 @@ def execute_run(
         backbone_id=backbone_id,
         shard=shard,
     )
+    crop_factors = config.get("eval", {}).get("crop_factors")
+    if crop_factors:  # Gated-SCNN's distance-based evaluation, on the trained model
+        numbers["metrics"].update(crop_evaluation(model, executed, numbers, shard))
     found = weights_file(config["model"])
     record = {
         "schema": RECORD_VERSION,
@@ -380,7 +399,7 @@ def execute_run(
         if pre_meta is None
         else {"hash": pre_meta["hash"], "steps": pre_meta["steps"], "final_loss": pre_meta["final_loss"]},
         "provenance": {
-            **provenance(code_fingerprint(model, config)),
+            **provenance(code_fingerprint(model, config, ("seg_core.crop_eval",) if crop_factors else ())),
             **({"weights": {"name": found[0], "url": found[1], "sha256": _sha256(found[2])}} if found else {}),
             **({"data_root": data_root} if data_root is not None else {}),
             **({"world_size": shard.world} if shard is not None else {}),
@@ -389,6 +408,24 @@ def execute_run(
     if shard is None or shard.leader:
         write_atomic(Path(run_["path"]), dumps(record))
     return record
+
+
+def crop_evaluation(model: torch.nn.Module, config: dict, numbers: dict, shard) -> dict:
+    """``eval.crop_factors``: :func:`seg_core.crop_eval.crop_metrics` on the run's val images."""
+    from seg_core.crop_eval import crop_metrics
+
+    data, ev = config["data"], config.get("eval", {})
+    return crop_metrics(
+        model,
+        dataset(data, "val", data["val_images"]),
+        ev["crop_factors"],
+        num_classes=len(numbers["class_names"]),
+        batch_size=ev.get("batch_size", 64),
+        inference=ev.get("inference"),
+        metrics=ev.get("metrics", ()),
+        amp=config["train"].get("amp", "none"),
+        shard=shard,
+    )
 
 
 def paper_model_complexity(model_cfg: dict, num_classes: int, input_size: tuple[int, int]) -> dict:

@@ -69,6 +69,7 @@ EVAL = {
     "postprocess": (dict, False),
     "metrics": (list[str], False),
     "workers": (int, False),
+    "crop_factors": (list[int], False),  # Gated-SCNN's distance-based evaluation (seg_core.crop_eval)
 }
 MAX_SEED = 2**32 - 1
 
@@ -284,6 +285,9 @@ def validate_run(config: dict, locate: Locate) -> None:
     for i, family in enumerate(ev.get("metrics", [])):
         if family not in METRIC_FAMILIES:
             raise c.fail("eval.metrics", f"item {i}: expected one of {METRIC_FAMILIES.names()}, got {family!r}")
+    factors = ev.get("crop_factors", [])
+    if any(f < 0 for f in factors) or len(set(factors)) != len(factors):
+        raise c.fail("eval.crop_factors", f"expected distinct crop factors >= 0 (px at 2048 wide), got {factors}")
 
 
 def _check_weights(c: _Checker, model: dict) -> None:
@@ -377,8 +381,12 @@ def metric_names(configs: list[dict]) -> set[str]:
     for config in configs:
         if config.get("eval", {}).get("postprocess"):  # the predictions before post-processing too
             names.update(f"raw_{m}" for m in SegmentationEvaluator.METRICS)
-        for family in config.get("eval", {}).get("metrics", []):
+        families = config.get("eval", {}).get("metrics", [])
+        for family in families:
             names.update(METRIC_FAMILIES.metadata(family).get("metrics", ()))
+        for factor in config.get("eval", {}).get("crop_factors", []):
+            names.add(f"crop{factor}_miou")
+            names.update(f"crop{factor}_{m}" for f in families for m in METRIC_FAMILIES.metadata(f).get("metrics", ()))
     return names
 
 
