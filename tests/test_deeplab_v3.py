@@ -6,38 +6,54 @@ import pytest
 import torch
 import torchvision
 
-from seg_core.backbones.cascaded import set_output_stride
-from seg_core.registry import BACKBONES, MODELS, ConfigError
+from seg_core.registry import MODELS, ConfigError
 
-TINY_TRUNK = {"width": 0.0625, "units": [1, 1, 1, 3], "extra_blocks": 3}
+TINY_TRUNK = {"width": 0.0625, "units": [1, 1, 1, 3]}
 
 
 def _params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _deeper(**options):
+    """A tiny v3 going deeper: the trunk and block5-7, no ASPP."""
+    return MODELS.build("deeplab_v3", num_classes=5, backbone_options=TINY_TRUNK, extra_blocks=3, aspp=False, **options)
+
+
 def test_every_output_stride_from_4_to_256_gives_its_map_on_the_same_weights():
-    trunk = BACKBONES.build("cascaded_resnet", output_stride=16, **TINY_TRUNK).eval()
-    count = _params(trunk)
+    model = _deeper(output_stride=16).eval()
+    count = _params(model)
     image = torch.randn(1, 3, 256, 256)
     for output_stride in (4, 8, 16, 32, 64, 128, 256):
-        set_output_stride(trunk, output_stride)
+        model.reconfigure(output_stride=output_stride)
         with torch.no_grad():
-            top = trunk(image)[trunk.top]
-        assert top.shape[-1] == 256 // output_stride, output_stride
-        assert trunk.output_stride == output_stride and _params(trunk) == count
+            x = model.extract(image)[model.backbone.top]
+            for block in model.cascade:
+                x = block(x)
+        assert x.shape[-1] == 256 // output_stride, output_stride
+        assert _params(model) == count
     with pytest.raises(ConfigError, match="output_stride"):
-        set_output_stride(trunk, 12)
+        model.reconfigure(output_stride=12)
+    with pytest.raises(ConfigError, match="output_stride"):  # beyond 32 needs block5-7
+        MODELS.build("deeplab_v3", num_classes=5, backbone_options=TINY_TRUNK, output_stride=64)
+
+
+def test_block5_to_7_are_new_layers_outside_the_pretrained_trunk():
+    plain = MODELS.build("deeplab_v3", num_classes=5, backbone_options=TINY_TRUNK, aspp=False)
+    deeper = _deeper()
+    assert plain.backbone.state_dict().keys() == deeper.backbone.state_dict().keys()  # one pretrained trunk fits both
+    assert len(deeper.cascade) == 3 and set(deeper.parts()) == {"backbone", "head", "cascade"}
 
 
 @pytest.mark.parametrize("grid", [(1, 1, 1), (1, 2, 1), (1, 2, 3), (1, 2, 4), (2, 2, 2)])
 def test_multi_grid_multiplies_the_unit_rates_of_block4_and_after(grid):
-    trunk = BACKBONES.build("cascaded_resnet", output_stride=16, multi_grid=grid, **TINY_TRUNK)
-    rates = {name: [unit.conv2.dilation[0] for unit in trunk.stages[name]] for name in trunk.stage_names}
-    assert rates["block3"] == [1]  # before block4: no multi-grid, output stride 16 reached at block3
-    for block, base in (("block4", 2), ("block5", 4), ("block6", 8), ("block7", 16)):
-        assert rates[block] == [base * g for g in grid], block  # v3 Sec. 3.2: (1, 2, 4) at OS 16 -> 2, 4, 8
-    assert all(unit.conv2.padding == unit.conv2.dilation for name in trunk.stage_names for unit in trunk.stages[name])
+    model = _deeper(output_stride=16, multi_grid=grid)
+    stages = [model.backbone.stages[n] for n in model.backbone.stage_names] + list(model.cascade)
+    rates = [[unit.conv2.dilation[0] for unit in stage] for stage in stages]
+    assert rates[2] == [1]  # block3: no multi-grid; output stride 16 is reached there
+    for index, base in ((3, 2), (4, 4), (5, 8), (6, 16)):  # block4 ... block7
+        assert rates[index] == [base * g for g in grid], index  # v3 Sec. 3.2: (1, 2, 4) at OS 16 -> 2, 4, 8
+    assert all(unit.conv2.padding == unit.conv2.dilation for stage in stages for unit in stage)
 
 
 def test_image_pooling_works_at_batch_one_in_evaluation():
@@ -49,7 +65,7 @@ def test_image_pooling_works_at_batch_one_in_evaluation():
 
 
 def test_evaluating_at_another_output_stride_scales_trunk_and_aspp_rates():
-    model = MODELS.build("deeplab_v3", num_classes=5, backbone_options={"width": 0.0625, "output_stride": 16},
+    model = MODELS.build("deeplab_v3", num_classes=5, backbone_options={"width": 0.0625}, output_stride=16,
                          aspp_rates=[6, 12, 18], width=8)  # fmt: skip
     assert [c.dilation[0] for c in model.aspp.atrous_convs()] == [6, 12, 18]
     model.reconfigure(output_stride=8)  # the papers double the rates at 8 for a model trained at 16
@@ -58,7 +74,7 @@ def test_evaluating_at_another_output_stride_scales_trunk_and_aspp_rates():
     model.reconfigure(output_stride=32)
     assert [c.dilation[0] for c in model.aspp.atrous_convs()] == [3, 6, 9]
     with pytest.raises(ConfigError, match="not a whole rate"):
-        MODELS.build("deeplab_v3", num_classes=5, backbone_options={"width": 0.0625, "output_stride": 16},
+        MODELS.build("deeplab_v3", num_classes=5, backbone_options={"width": 0.0625}, output_stride=16,
                      aspp_rates=[3], width=8).reconfigure(output_stride=32)  # fmt: skip
     with pytest.raises(ConfigError, match="multi_grid"):
         model.reconfigure(multi_grid=[1, 2, 4])

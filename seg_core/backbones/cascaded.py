@@ -1,11 +1,13 @@
 """DeepLab v3's cascaded ResNet (Chen et al. 2017, "Rethinking Atrous Convolution for Semantic
 Image Segmentation", Sec. 3.2 and Fig. 3).
 
-ResNet's block1-block4 (torchvision's layer1-layer4) followed by ``extra_blocks`` copies of
-block4 cascaded as block5-block7, each of three bottleneck units (2048 channels at full width).
-Every block after block1 nominally halves the resolution, so after the stride-4 stem the output
-stride could reach 4 x 2^6 = 256 (v3 Table 1); :func:`set_output_stride` trades the strides past
-a chosen output stride for dilation, as ``atrous_schedule`` does for every trunk here.
+ResNet's block1-block4 (torchvision's layer1-layer4), the pretrained trunk; a model may follow
+it with copies of block4 cascaded as block5-block7 (:func:`block4_copies`: three bottleneck units
+each, 2048 channels at full width, new layers that no pretraining covers, as in the paper). Every
+block after block1 nominally halves the resolution, so after the stride-4 stem the output stride
+could reach 4 x 2^6 = 256 with block7 (v3 Table 1); :func:`set_output_stride` trades the strides
+past a chosen output stride for dilation over the trunk and the copies together, as
+``atrous_schedule`` does for every trunk here.
 
 * **All units of a dilated block run at the block's full rate.** DeepLab's reference ResNet puts
   a block's stride on its *last* unit, so the unit whose stride is dropped ends the previous
@@ -23,7 +25,8 @@ a chosen output stride for dilation, as ``atrous_schedule`` does for every trunk
 ``width`` scales every channel count (the mini scale), ``units`` the units of block1-4 (ResNet-50:
 3, 4, 6, 3; ResNet-101: 3, 4, 23, 3). ImageNet weights (torchvision's enums, from the local torch
 hub cache) exist for the full-width ResNet-50/101 trunk; block5-7 are new and start from
-torchvision's initialisation.
+torchvision's initialisation. Because the output stride and the multi-grid do not change the
+weights, a model sets them (and adds block5-7) on a trunk built and pretrained once.
 """
 
 from __future__ import annotations
@@ -55,45 +58,59 @@ def _weights(depth: int, pretrained: str | None):
         raise ConfigError("pretrained", f"unknown weights {pretrained!r} for resnet{depth}; known: {known}") from None
 
 
-def set_output_stride(backbone: StagedBackbone, output_stride: int, multi_grid: Sequence[int] = (1, 1, 1)) -> None:
-    """Set the strides and dilations of a cascaded ResNet for ``output_stride`` and
-    ``multi_grid``, in place (the weights are untouched)."""
+def set_output_stride(
+    backbone: StagedBackbone,
+    output_stride: int,
+    multi_grid: Sequence[int] = (1, 1, 1),
+    extra: Sequence[nn.Sequential] = (),
+) -> None:
+    """Set the strides and dilations of a cascaded ResNet, and of the ``extra`` blocks that
+    follow it (block5-7 of a model: :func:`block4_copies`), for ``output_stride`` and
+    ``multi_grid``, in place (the weights are untouched). ``output_stride`` is the stride of the
+    last block; the trunk's bookkeeping (``strides``, ``output_stride`` of its top) follows."""
     if len(multi_grid) != EXTRA_UNITS or min(multi_grid) < 1:
         raise ConfigError("multi_grid", f"expected three unit rates >= 1, e.g. [1, 2, 4], got {list(multi_grid)}")
-    nominal = NOMINAL_STRIDES[: len(backbone.stage_names)]
-    strides, dilations = atrous_schedule(nominal, output_stride, stem_stride=STEM_STRIDE)
-    for index, (name, stride, rate) in enumerate(zip(backbone.stage_names, strides, dilations)):
+    stages = [backbone.stages[name] for name in backbone.stage_names] + list(extra)
+    strides, dilations = atrous_schedule(NOMINAL_STRIDES[: len(stages)], output_stride, stem_stride=STEM_STRIDE)
+    for index, (stage, stride, rate) in enumerate(zip(stages, strides, dilations)):
         grid = tuple(multi_grid) if index >= GRID_FROM else (1,)
-        for j, unit in enumerate(backbone.stages[name]):
+        for j, unit in enumerate(stage):
             unit_rate = rate * grid[j % len(grid)]
             unit.conv2.stride = (stride, stride) if j == 0 else (1, 1)
             unit.conv2.dilation = (unit_rate, unit_rate)
             unit.conv2.padding = (unit_rate, unit_rate)
             if j == 0 and unit.downsample is not None:
                 unit.downsample[0].stride = (stride, stride)
-    backbone.strides = dict(zip(backbone.stage_names, _cumulative(strides, STEM_STRIDE)))
-    backbone.dilations = dict(zip(backbone.stage_names, dilations))
+    n = len(backbone.stage_names)
+    backbone.strides = dict(zip(backbone.stage_names, _cumulative(strides, STEM_STRIDE)[:n]))
+    backbone.dilations = dict(zip(backbone.stage_names, dilations[:n]))
     backbone.output_stride = backbone.strides[backbone.top]
     backbone.multi_grid = tuple(multi_grid)
+
+
+def block4_copies(backbone: StagedBackbone, count: int) -> nn.ModuleList:
+    """``count`` (0-3) new blocks shaped like block4 (three bottleneck units each), v3's block5-7:
+    new layers, not part of the pretrained trunk; place them with :func:`set_output_stride`."""
+    if not 0 <= count <= 3:
+        raise ConfigError("extra_blocks", f"expected 0-3 copies of block4 (block5-block7), got {count}")
+    top = backbone.out_channels[backbone.top]
+    return nn.ModuleList(bottleneck_stage(top, top // 4, EXTRA_UNITS, 2, [1] * EXTRA_UNITS) for _ in range(count))
 
 
 @BACKBONES.register("cascaded_resnet", check_weights=lambda name, options: _weights(options.get("depth", 50), name))
 def cascaded_resnet(
     *,
     depth: int = 50,
-    extra_blocks: int = 0,
     output_stride: int = 16,
     multi_grid: Sequence[int] = (1, 1, 1),
     width: float = 1.0,
     units: Sequence[int] | None = None,
     pretrained: str | None = None,
 ) -> StagedBackbone:
-    """ResNet-``depth`` block1-4 plus ``extra_blocks`` (0-3) copies of block4, at ``output_stride``
-    (4 ... 256) with ``multi_grid`` unit rates from block4 on; see the module docstring."""
+    """ResNet-``depth`` block1-4 at ``output_stride`` (4 ... 32 on its own; up to 256 with
+    block5-7, :func:`block4_copies`) with ``multi_grid`` unit rates in block4; see the module docstring."""
     if depth not in UNITS:
         raise ConfigError("depth", f"expected one of {sorted(UNITS)}, got {depth}")
-    if not 0 <= extra_blocks <= 3:
-        raise ConfigError("extra_blocks", f"expected 0-3 copies of block4 (block5-block7), got {extra_blocks}")
     if not 0 < width <= 1:
         raise ConfigError("width", f"expected a factor in (0, 1], got {width}")
     units = tuple(units) if units is not None else UNITS[depth]
@@ -118,10 +135,8 @@ def cascaded_resnet(
         for p, n, s in zip(planes, units, NOMINAL_STRIDES):
             blocks.append(bottleneck_stage(inplanes, p, n, s, [1] * n))
             inplanes = p * 4
-    top = planes[3] * 4
-    blocks += [bottleneck_stage(top, planes[3], EXTRA_UNITS, 2, [1] * EXTRA_UNITS) for _ in range(extra_blocks)]
     names = [f"block{i}" for i in range(1, len(blocks) + 1)]
-    channels = [p * 4 for p in planes] + [top] * extra_blocks
+    channels = [p * 4 for p in planes]
     backbone = StagedBackbone(
         stem, OrderedDict(zip(names, blocks)), channels, _cumulative(NOMINAL_STRIDES[: len(blocks)], STEM_STRIDE)
     )

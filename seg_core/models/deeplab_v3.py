@@ -1,8 +1,11 @@
 """DeepLab v3 (Chen et al. 2017, "Rethinking Atrous Convolution", arXiv 1706.05587) and v3+
 (Chen et al. 2018, "Encoder-Decoder with Atrous Separable Convolution", arXiv 1802.02611).
 
-The trunk is :func:`~seg_core.backbones.cascaded.cascaded_resnet` (block4 copied as block5-7,
-any output stride, multi-grid). On its top map:
+The trunk is :func:`~seg_core.backbones.cascaded.cascaded_resnet` (block1-4, pretrained), followed
+by ``extra_blocks`` new copies of block4 (v3's block5-7, "going deeper"). ``output_stride`` and
+``multi_grid`` are model options, set on the trunk and the copies together
+(:func:`~seg_core.backbones.cascaded.set_output_stride`), so every variant of a table loads one
+pretrained trunk. On the last block's map:
 
 * :class:`AtrousSpatialPyramidPooling` (v3 Sec. 3.3, Fig. 5): a 1x1 branch, 3x3 branches at
   ``rates`` (6/12/18 at output stride 16; the rates double at 8), and image pooling (global
@@ -40,7 +43,7 @@ from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
 from seg_core.backbones.base import StagedBackbone
-from seg_core.backbones.cascaded import set_output_stride
+from seg_core.backbones.cascaded import block4_copies, set_output_stride
 from seg_core.contract import Segmenter
 from seg_core.layers import build_backbone
 from seg_core.models.deeplab import scaled_rate
@@ -133,6 +136,7 @@ class DeepLabV3(Segmenter):
     def __init__(
         self,
         backbone: StagedBackbone,
+        cascade: nn.ModuleList,
         aspp: AtrousSpatialPyramidPooling | None,
         refine: nn.Module,
         decoder: Decoder | None,
@@ -141,17 +145,20 @@ class DeepLabV3(Segmenter):
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.cascade = cascade
         self.aspp = aspp
         self.refine = refine
         self.decoder = decoder
         self.classifier = classifier
         self.low_level = backbone.stage_names[0]
         self.decoder_inputs = (backbone.top,) + ((self.low_level,) if decoder is not None else ())
-        self.train_output_stride = backbone.output_stride
+        self.train_output_stride = info["output_stride"]
         self.info = info
 
     def decode(self, features: Mapping[str, torch.Tensor], size: Sequence[int], **extra) -> dict[str, torch.Tensor]:
         x = features[self.backbone.top]
+        for block in self.cascade:  # block5-7
+            x = block(x)
         if self.aspp is not None:
             x = self.aspp(x)
         x = self.refine(x)
@@ -162,7 +169,12 @@ class DeepLabV3(Segmenter):
 
     def parts(self) -> dict[str, tuple[str, ...]]:
         head = tuple(n for n in ("aspp", "refine", "classifier") if getattr(self, n) is not None)
-        return {"backbone": ("backbone",), "head": head, **({"decoder": ("decoder",)} if self.decoder else {})}
+        parts = {"backbone": ("backbone",), "head": head}
+        if len(self.cascade):
+            parts["cascade"] = ("cascade",)
+        if self.decoder is not None:
+            parts["decoder"] = ("decoder",)
+        return parts
 
     def reconfigure(self, *, output_stride: int | None = None, **options) -> None:
         """Evaluate at another ``output_stride`` on the trained weights (v3 Table 10, v3+ Table 3)."""
@@ -170,7 +182,7 @@ class DeepLabV3(Segmenter):
             raise ConfigError(key, f"DeepLabV3 can be reconfigured for output_stride only, not {key!r}")
         if output_stride is None:
             return
-        set_output_stride(self.backbone, output_stride, self.backbone.multi_grid)
+        set_output_stride(self.backbone, output_stride, self.backbone.multi_grid, self.cascade)
         if self.aspp is not None:
             self.aspp.set_rate_factor(self.train_output_stride / output_stride)
         self.info["eval_output_stride"] = output_stride
@@ -195,6 +207,9 @@ def deeplab_v3(
     num_classes: int,
     backbone: str = "cascaded_resnet",
     backbone_options: dict[str, Any] | None = None,
+    extra_blocks: int = 0,
+    output_stride: int | None = None,
+    multi_grid: Sequence[int] | None = None,
     aspp: bool = True,
     aspp_rates: Sequence[int] = (6, 12, 18),
     aspp_pointwise: bool = True,
@@ -211,8 +226,10 @@ def deeplab_v3(
     decoder_kernel: int = 3,
 ) -> DeepLabV3:
     """DeepLab v3 (``decoder = False``) or v3+ (``decoder = True``); see the module docstring.
-    ``aspp_rates`` are the paper's at the training output stride; ``feature_map`` (the top map's
-    side in cells at that stride) scales them to a smaller map."""
+    ``output_stride`` (default: the trunk's) is the last block's, 4 ... 256 with block5-7;
+    ``multi_grid`` the unit rates of block4 and after. ``aspp_rates`` are the paper's at the
+    training output stride; ``feature_map`` (the top map's side in cells at that stride) scales
+    them to a smaller map."""
     if backbone != "cascaded_resnet":
         raise ConfigError(
             "backbone", f"DeepLab v3 runs on 'cascaded_resnet' (output stride, multi-grid), got {backbone!r}"
@@ -230,6 +247,9 @@ def deeplab_v3(
     if not 0 <= dropout < 1:
         raise ConfigError("dropout", f"expected a probability in [0, 1), got {dropout}")
     net = build_backbone(backbone, backbone_options)
+    cascade = block4_copies(net, extra_blocks)
+    final_stride = output_stride or net.output_stride  # default: the trunk's (block5-7 then dilated)
+    set_output_stride(net, final_stride, multi_grid or net.multi_grid, cascade)
     channels = net.out_channels[net.top]
     rates = [scaled_rate(r, feature_map, paper_feature_map) for r in aspp_rates]
     pyramid = None
@@ -249,7 +269,8 @@ def deeplab_v3(
         fuse = Decoder(channels, low, low_level_channels, decoder_convs, decoder_width, decoder_kernel)
         channels = fuse.out_channels
     info = {
-        "output_stride": net.output_stride,
+        "output_stride": final_stride,
+        "extra_blocks": extra_blocks,
         "multi_grid": list(net.multi_grid),
         "paper_aspp_rates": list(aspp_rates) if aspp else [],
         "aspp_rates": rates if aspp else [],
@@ -257,4 +278,4 @@ def deeplab_v3(
         "feature_map": feature_map,
         "decoder": decoder,
     }
-    return DeepLabV3(net, pyramid, refine, fuse, nn.Conv2d(channels, num_classes, 1), info)
+    return DeepLabV3(net, cascade, pyramid, refine, fuse, nn.Conv2d(channels, num_classes, 1), info)

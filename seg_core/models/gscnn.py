@@ -1,8 +1,8 @@
 """Gated-SCNN (Takikawa et al. 2019, "Gated-SCNN: Gated Shape CNNs for Semantic Segmentation",
 arXiv 1907.05740): a shape stream, gated by the regular stream, beside a DeepLab v3+ network.
 
-* **Regular stream**: :func:`~seg_core.backbones.cascaded.cascaded_resnet` (any output stride;
-  the paper's is 8).
+* **Regular stream**: :func:`~seg_core.backbones.cascaded.cascaded_resnet`; ``output_stride``
+  (the paper's is 8) and ``multi_grid`` are model options set on the pretrained trunk.
 * **Shape stream** (Sec. 3.1, Fig. 2): the stride-4 feature (block1), 1x1 to ``shape_width``
   (64) channels and upsampled to the image; then three times: a residual block, a 1x1
   convolution halving the channels (64 -> 32 -> 16 -> 8), and a :class:`GatedConv` gated by a
@@ -37,6 +37,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops import Conv2dNormActivation
 
+from seg_core.backbones.cascaded import set_output_stride
 from seg_core.contract import Segmenter
 from seg_core.layers import build_backbone
 from seg_core.models.deeplab import scaled_rate
@@ -178,6 +179,8 @@ def gscnn(
     num_classes: int,
     backbone: str = "cascaded_resnet",
     backbone_options: dict[str, Any] | None = None,
+    output_stride: int | None = None,
+    multi_grid: Sequence[int] | None = None,
     aspp_rates: Sequence[int] = (12, 24, 36),
     width: int = 256,
     feature_map: int | None = None,
@@ -200,6 +203,7 @@ def gscnn(
         if value < 1:
             raise ConfigError(key, f"expected an integer >= 1, got {value}")
     net = build_backbone(backbone, backbone_options)
+    set_output_stride(net, output_stride or net.output_stride, multi_grid or net.multi_grid)  # on one pretrained trunk
     if len(net.stage_names) < 4:
         raise ConfigError("backbone_options", "the shape stream needs block1-block4")
     names = net.stage_names
