@@ -428,8 +428,14 @@ def crop_evaluation(model: torch.nn.Module, config: dict, numbers: dict, shard) 
     )
 
 
-def paper_model_complexity(model_cfg: dict, num_classes: int, input_size: tuple[int, int]) -> dict:
+def paper_model_complexity(
+    model_cfg: dict, num_classes: int, input_size: tuple[int, int], eval_model: dict | None = None
+) -> dict:
     """Parameters, weights and MACs per part of a model at the paper's configuration, counted on
-    the meta device (no weights are created or loaded)."""
+    the meta device (no weights are created or loaded); ``eval_model`` reconfigures it as the
+    run's evaluation does (``eval.model``: e.g. another output stride), so MACs are the
+    evaluated model's."""
     net = build_on_meta(model_cfg, num_classes)
+    if eval_model:
+        net.reconfigure(**eval_model)
     return complexity_record(net, input_size)

@@ -405,7 +405,9 @@ def paper_models(spec: Spec) -> dict[str, dict] | None:
     for variant in spec.variants:
         merged, _ = spec.resolve(base_scale, variant)
         model = {**merged["model"], **block.get("model", {}), **variant.paper_model.get("model", {})}
-        out[variant.name] = paper_model_complexity(model, block["num_classes"], tuple(block["input_size"]))
+        out[variant.name] = paper_model_complexity(
+            model, block["num_classes"], tuple(block["input_size"]), merged.get("eval", {}).get("model")
+        )
     return out
 
 

@@ -73,9 +73,10 @@ def test_evaluating_at_another_output_stride_scales_trunk_and_aspp_rates():
     assert model.backbone.output_stride == 8 and model.describe()["eval_output_stride"] == 8
     model.reconfigure(output_stride=32)
     assert [c.dilation[0] for c in model.aspp.atrous_convs()] == [3, 6, 9]
-    with pytest.raises(ConfigError, match="not a whole rate"):
-        MODELS.build("deeplab_v3", num_classes=5, backbone_options={"width": 0.0625}, output_stride=16,
-                     aspp_rates=[3], width=8).reconfigure(output_stride=32)  # fmt: skip
+    rounded = MODELS.build("deeplab_v3", num_classes=5, backbone_options={"width": 0.0625}, output_stride=8,
+                           aspp_rates=[3, 6, 8], width=8)  # fmt: skip
+    rounded.reconfigure(output_stride=16)  # halving a rounded mini rate rounds again, to at least 1
+    assert [c.dilation[0] for c in rounded.aspp.atrous_convs()] == [2, 3, 4]
     with pytest.raises(ConfigError, match="multi_grid"):
         model.reconfigure(multi_grid=[1, 2, 4])
 
@@ -139,3 +140,12 @@ def test_v3plus_table3_multiply_adds_at_the_paper_configuration(config, ours, pa
     macs = model_complexity(model.eval(), (1, 3, 513, 513))["total"]["macs"] / 1e9
     assert macs == pytest.approx(ours, abs=0.01)
     assert 0.85 < macs / paper < 0.95
+
+
+def test_the_share_of_valid_taps_falls_to_the_centre_tap_as_the_rate_reaches_the_map():
+    from report.pages import valid_tap_fraction
+
+    assert valid_tap_fraction(1, 2) == pytest.approx(4 / 9)  # on a 2x2 map each cell sees 2 of 3 taps per axis
+    assert valid_tap_fraction(33, 33) == valid_tap_fraction(40, 33) == pytest.approx(1 / 9)  # the centre alone
+    shares = [valid_tap_fraction(r, 33) for r in (6, 12, 18, 24)]
+    assert shares == sorted(shares, reverse=True) and shares[-1] < 0.3  # rate 24 on the paper's 33-cell map

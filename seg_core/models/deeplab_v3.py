@@ -100,12 +100,12 @@ class AtrousSpatialPyramidPooling(nn.Module):
         return [b[0] for b in self.branches if isinstance(b, Conv2dNormActivation) and b[0].kernel_size == (3, 3)]
 
     def set_rate_factor(self, factor: float) -> None:
-        """Every atrous rate times ``factor`` (another output stride than the one trained at)."""
+        """Every atrous rate times ``factor`` (another output stride than the one trained at),
+        rounded to a whole rate >= 1 as :func:`~seg_core.models.deeplab.scaled_rate` rounds: the
+        mini scale's rates are already rounded, so halving one may need it."""
         for conv, rate in zip(self.atrous_convs(), self.base_rates):
-            scaled = rate * factor
-            if scaled < 1 or scaled != int(scaled):
-                raise ConfigError("output_stride", f"the ASPP rate {rate} times {factor:g} is not a whole rate >= 1")
-            conv.dilation = conv.padding = (int(scaled), int(scaled))
+            scaled = max(1, round(rate * factor))
+            conv.dilation = conv.padding = (scaled, scaled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
@@ -276,6 +276,7 @@ def deeplab_v3(
         "aspp_rates": rates if aspp else [],
         "image_pooling": bool(aspp and image_pooling),
         "feature_map": feature_map,
+        "paper_feature_map": paper_feature_map,
         "decoder": decoder,
     }
     return DeepLabV3(net, cascade, pyramid, refine, fuse, nn.Conv2d(channels, num_classes, 1), info)
