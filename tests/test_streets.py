@@ -70,3 +70,18 @@ def test_bad_knobs_name_the_key():
     with pytest.raises(ConfigError) as info:
         DATASETS.build("streets", split="val", num_images=1, poles=3)
     assert info.value.key == "poles"
+
+
+def test_the_group_miou_family_splits_the_classes_into_large_thin_and_small():
+    from seg_core.registry import METRIC_FAMILIES
+
+    label = torch.tensor([[[0, 1, 2, 3, 4, 5, 6, 7]]], dtype=torch.uint8)
+    pred = label.clone().long()
+    pred[0, 0, 4] = 0  # the pole pixel called road: pole IoU 0, road IoU 1/2
+    family = METRIC_FAMILIES.build("streets_groups", num_classes=8)
+    family.update(pred, {"label": label})
+    scores = family.summary()
+    assert scores["thin_miou"] == pytest.approx(0.5)  # pole 0, fence 1
+    assert scores["small_miou"] == 1.0 and scores["large_miou"] == pytest.approx((0.5 + 1 + 1 + 1) / 4)
+    with pytest.raises(ConfigError):
+        METRIC_FAMILIES.build("streets_groups", num_classes=5)
