@@ -34,6 +34,7 @@ output strides, as the papers double them at 8 for a model trained at 16.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -280,3 +281,36 @@ def deeplab_v3(
         "decoder": decoder,
     }
     return DeepLabV3(net, cascade, pyramid, refine, fuse, nn.Conv2d(channels, num_classes, 1), info)
+
+
+class TorchvisionDeepLabV3(Segmenter):
+    """torchvision's ``deeplabv3_resnet50/101`` (its trunk at output stride 8, its ``DeepLabHead``),
+    wrapped in the model contract: the peer implementation our v3 is checked against (parameter
+    counts in the tests, latency in the benchmarks). Its modules are torchvision's, untouched."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        body = net.backbone  # IntermediateLayerGetter: conv1, bn1, relu, maxpool, layer1-4
+        stem = nn.Sequential(body.conv1, body.bn1, body.relu, body.maxpool)
+        stages = {f"layer{i}": getattr(body, f"layer{i}") for i in range(1, 5)}
+        self.backbone = StagedBackbone(stem, OrderedDict(stages), [256, 512, 1024, 2048], [4, 8, 8, 8])
+        self.head = net.classifier
+        self.decoder_inputs = ("layer4",)
+
+    def decode(self, features: Mapping[str, torch.Tensor], size: Sequence[int], **extra) -> dict[str, torch.Tensor]:
+        logits = self.head(features["layer4"])
+        return {"out": F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)}
+
+    def parts(self) -> dict[str, tuple[str, ...]]:
+        return {"backbone": ("backbone",), "head": ("head",)}
+
+
+@MODELS.register("torchvision_deeplabv3", example={"depth": 50})
+def torchvision_deeplabv3(*, num_classes: int, depth: int = 50) -> TorchvisionDeepLabV3:
+    """torchvision's DeepLab v3 (ResNet-``depth``, output stride 8, no auxiliary head, random weights)."""
+    import torchvision
+
+    if depth not in (50, 101):
+        raise ConfigError("depth", f"torchvision builds DeepLab v3 on ResNet-50 or -101, got {depth}")
+    build = getattr(torchvision.models.segmentation, f"deeplabv3_resnet{depth}")
+    return TorchvisionDeepLabV3(build(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False))
