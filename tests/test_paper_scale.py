@@ -179,6 +179,11 @@ def test_icnet_paper_scale_end_to_end_from_a_trunk_checkpoint(tmp_path, capsys):
     assert record["pretrained_backbone"]["checkpoint"] == str(checkpoint)
     assert record["class_names"][0] == "road" and len(record["class_names"]) == 19
     assert record["complexity"]["input_shape"] == [1, 3, 64, 128]
+    from report.generate import generate
+
+    written, errors = generate(specs, results, tmp_path / "report")
+    page = (tmp_path / "report" / "icnet-branches-paper.md").read_text()
+    assert not errors and "Cityscapes" in page and "sub124" in page
 
 
 def test_a_trunk_checkpoint_that_does_not_fit_is_refused_before_training(tmp_path, capsys):
