@@ -312,3 +312,12 @@ def test_slurm_settings_come_from_flags_over_the_user_file(tmp_path, monkeypatch
     config.write_text("qos = 1\n")
     with pytest.raises(SpecError, match="qos.*unknown setting"):
         load_settings({}, config)
+
+
+def test_the_gpu_hour_estimate_counts_every_evaluated_view():
+    from ablations.planning import views
+
+    assert views(None, (512, 512)) == 1.0
+    # 512x512 windows every 341 px over 1024x2048: rows at 0/341/512, columns at 0...1536: 18 windows
+    assert views({"type": "slide", "crop": [512, 512], "stride": [341, 341]}, (1024, 2048)) == pytest.approx(18 / 8)
+    assert views({"type": "multiscale", "scales": [0.5, 1.0], "flip": True}, (512, 512)) == pytest.approx(2.5)
