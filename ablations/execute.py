@@ -42,6 +42,7 @@ from seg_core.models.pretraining import pretraining_network
 from seg_core.registry import (
     BACKBONES,
     DATASETS,
+    EVALUATIONS,
     INFERENCE,
     INPUTS,
     LOSSES,
@@ -183,14 +184,13 @@ def provenance(code: dict[str, str]) -> dict:
 # ------------------------------------------------------------------------- pretraining
 def pretrain_data(config: dict) -> dict:
     """The data a backbone is pretrained on: the run's data section, with ``pretrain.data``'s keys
-    in place of its own (pretraining data is a dataset of its own, as ImageNet is for VOC)."""
+    in place of its own (pretraining data can be a dataset of its own)."""
     return {**config["data"], **config["pretrain"].get("data", {})}
 
 
 def trunk_checkpoint(config: dict) -> Path | None:
     """``pretrain.checkpoint``: the trunk's weights from a file (a relative path is the project's),
-    where a paper starts from weights torchvision does not publish (ICNet's trained half-channel
-    PSPNet-50)."""
+    for trunk weights no weights enum publishes."""
     name = (config.get("pretrain") or {}).get("checkpoint")
     return None if name is None else resolve_root(name)
 
@@ -377,9 +377,9 @@ def execute_run(
         backbone_id=backbone_id,
         shard=shard,
     )
-    crop_factors = config.get("eval", {}).get("crop_factors")
-    if crop_factors:  # Gated-SCNN's distance-based evaluation, on the trained model
-        numbers["metrics"].update(crop_evaluation(model, executed, numbers, shard))
+    post = {k: v for k, v in config.get("eval", {}).items() if k in EVALUATIONS and v}
+    for name, value in post.items():  # evaluations of the trained model after the run's own
+        numbers["metrics"].update(post_evaluation(name, value, model, executed, numbers, shard))
     found = weights_file(config["model"])
     record = {
         "schema": RECORD_VERSION,
@@ -399,7 +399,7 @@ def execute_run(
         if pre_meta is None
         else {"hash": pre_meta["hash"], "steps": pre_meta["steps"], "final_loss": pre_meta["final_loss"]},
         "provenance": {
-            **provenance(code_fingerprint(model, config, ("seg_core.crop_eval",) if crop_factors else ())),
+            **provenance(code_fingerprint(model, config, tuple(EVALUATIONS.get(n).__module__ for n in post))),
             **({"weights": {"name": found[0], "url": found[1], "sha256": _sha256(found[2])}} if found else {}),
             **({"data_root": data_root} if data_root is not None else {}),
             **({"world_size": shard.world} if shard is not None else {}),
@@ -410,15 +410,14 @@ def execute_run(
     return record
 
 
-def crop_evaluation(model: torch.nn.Module, config: dict, numbers: dict, shard) -> dict:
-    """``eval.crop_factors``: :func:`seg_core.crop_eval.crop_metrics` on the run's val images."""
-    from seg_core.crop_eval import crop_metrics
-
+def post_evaluation(name: str, value, model: torch.nn.Module, config: dict, numbers: dict, shard) -> dict:
+    """The registered evaluation ``eval.<name> = value`` on the run's val images, with the run's
+    evaluation settings (:data:`seg_core.registry.EVALUATIONS`)."""
     data, ev = config["data"], config.get("eval", {})
-    return crop_metrics(
+    return EVALUATIONS.get(name)(
+        value,
         model,
         dataset(data, "val", data["val_images"]),
-        ev["crop_factors"],
         num_classes=len(numbers["class_names"]),
         batch_size=ev.get("batch_size", 64),
         inference=ev.get("inference"),

@@ -193,7 +193,7 @@ def postprocess_grid(postprocess: dict | None) -> list[dict] | None:
 
 def tune_postprocess(model: torch.nn.Module, holdout_set, evaluation: dict) -> dict:
     """Evaluate every setting of the grid on the held-out images and keep the best mIoU (the
-    first on a tie): how DeepLab chose its CRF weights, but never on the split that is reported."""
+    first on a tie): a post-processor's settings are chosen on held-out data, never on the split that is reported."""
     trials = []
     for params in postprocess_grid(evaluation["postprocess"]):
         scored = engine.evaluate(model, holdout_set, **{**evaluation, "postprocess": params})

@@ -341,7 +341,6 @@ _REPORT = {
     "series": (str, False),
     "series_labels": (dict, False),
     "beyond": (str, False),  # the spec (paper table) whose explanation this one tests beyond the paper
-    "valid_taps": (bool, False),  # DeepLab v3 Fig. 4: the share of a 3x3 filter's taps on the map, per rate
 }
 _TIMING_REPORT = {"notes": (str, False), "discussion": (str, False)}
 _CHECK = {

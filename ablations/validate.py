@@ -33,6 +33,7 @@ from seg_core.metrics import SegmentationEvaluator
 from seg_core.registry import (
     BACKBONES,
     DATASETS,
+    EVALUATIONS,
     INFERENCE,
     INPUTS,
     METRIC_FAMILIES,
@@ -69,7 +70,6 @@ EVAL = {
     "postprocess": (dict, False),
     "metrics": (list[str], False),
     "workers": (int, False),
-    "crop_factors": (list[int], False),  # Gated-SCNN's distance-based evaluation (seg_core.crop_eval)
 }
 MAX_SEED = 2**32 - 1
 
@@ -256,7 +256,7 @@ def validate_run(config: dict, locate: Locate) -> None:
             )
 
     ev = config.get("eval", {})
-    c.table("eval", ev, EVAL)
+    c.table("eval", ev, {**EVAL, **{n: (EVALUATIONS.metadata(n)["value_type"], False) for n in EVALUATIONS}})
     c.at_least("eval", ev, ("batch_size",), 1)
     c.at_least("eval", ev, ("band_width", "workers"), 0)
     post = ev.get("postprocess")
@@ -285,9 +285,12 @@ def validate_run(config: dict, locate: Locate) -> None:
     for i, family in enumerate(ev.get("metrics", [])):
         if family not in METRIC_FAMILIES:
             raise c.fail("eval.metrics", f"item {i}: expected one of {METRIC_FAMILIES.names()}, got {family!r}")
-    factors = ev.get("crop_factors", [])
-    if any(f < 0 for f in factors) or len(set(factors)) != len(factors):
-        raise c.fail("eval.crop_factors", f"expected distinct crop factors >= 0 (px at 2048 wide), got {factors}")
+    for name in EVALUATIONS:  # evaluations after the run's own, each under the eval key of its name
+        if name in ev:
+            try:
+                EVALUATIONS.metadata(name)["check"](ev[name])
+            except ConfigError as e:
+                raise c.fail(f"eval.{name}", e.message) from None
 
 
 def _check_weights(c: _Checker, model: dict) -> None:
@@ -384,9 +387,9 @@ def metric_names(configs: list[dict]) -> set[str]:
         families = config.get("eval", {}).get("metrics", [])
         for family in families:
             names.update(METRIC_FAMILIES.metadata(family).get("metrics", ()))
-        for factor in config.get("eval", {}).get("crop_factors", []):
-            names.add(f"crop{factor}_miou")
-            names.update(f"crop{factor}_{m}" for f in families for m in METRIC_FAMILIES.metadata(f).get("metrics", ()))
+        for name in EVALUATIONS:
+            if config.get("eval", {}).get(name):
+                names.update(EVALUATIONS.metadata(name)["metrics"](config["eval"][name], families))
     return names
 
 

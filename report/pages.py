@@ -199,42 +199,6 @@ def untuned_section(results: list[CheckResult], before: list[CheckResult] | None
     ]
 
 
-def valid_tap_fraction(rate: int, side: int) -> float:
-    """Share of a 3x3 filter's taps at ``rate`` that land on a ``side`` x ``side`` map (zero
-    padding outside), averaged over the map's cells (DeepLab v3 Sec. 3.3, Fig. 4)."""
-    one_d = sum(1 + (i - rate >= 0) + (i + rate < side) for i in range(side)) / (3 * side)
-    return one_d**2
-
-
-def valid_taps_section(table: Table) -> list[str]:
-    """``report.valid_taps``: per ASPP rate, the share of valid taps on our map and the paper's."""
-    if not table.spec.report.get("valid_taps") or table.runs.empty:
-        return []
-    rows = {}
-    for record in table.runs["record"]:
-        info = record.get("model_info") or {}
-        side, paper_side = info.get("feature_map"), info.get("paper_feature_map", 33)
-        for paper_rate, rate in zip(info.get("paper_aspp_rates", []), info.get("aspp_rates", [])):
-            if side:
-                rows[paper_rate] = {
-                    "paper rate": paper_rate,
-                    f"paper: share on {paper_side}x{paper_side}": f"{valid_tap_fraction(paper_rate, paper_side):.2f}",
-                    "our rate": rate,
-                    f"ours: share on {side}x{side}": f"{valid_tap_fraction(rate, side):.2f}",
-                }
-    if not rows:
-        return []
-    return [
-        "## Valid taps per rate",
-        "",
-        "The share of a 3x3 filter's 9 taps that land on the map (the rest read padding), averaged over the "
-        "map's cells: as the rate nears the map's side, the filter degenerates to its centre tap (v3 Fig. 4).",
-        "",
-        pd.DataFrame([rows[r] for r in sorted(rows)]).to_markdown(index=False),
-        "",
-    ]
-
-
 def ablation_page(
     table: Table,
     summary: pd.DataFrame,
@@ -275,7 +239,6 @@ def ablation_page(
         lines += ["**Protocol notes.** " + " ".join(spec.report["notes"].split()), ""]
     lines += ["## Table", "", *main_table(table, summary), *claims_table(results), *backbone_table(table)]
     lines += study_section(table)
-    lines += valid_taps_section(table)
     lines += untuned_section(results, untuned_results, untuned)
     if fig_rel:
         lines += [f"![{spec.title}]({fig_rel})", ""]

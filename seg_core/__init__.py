@@ -4,7 +4,7 @@ Layers/heads, backbones, models, losses, metrics, datasets and a small train/eva
 No CLI and no file-layout policy: :mod:`ablations` drives it.
 """
 
-from seg_core import backbones, boundary_f, crf, data, inference, models, shape_losses  # noqa: F401  (fill the registries)
+from seg_core import backbones, boundary_f, crf, crop_eval, data, inference, models, shape_losses  # noqa: F401  (fill the registries)
 from seg_core.registry import BACKBONES, DATASETS, HEADS, MODELS
 
 __version__ = "0.1.0"

@@ -12,8 +12,8 @@ labels. CF = 0 is the plain evaluation.
 the same number of pixels from every side). Metrics are named ``crop<CF>_miou`` after the paper's
 factor (``crop200_miou``), as fractions like every metric of a record.
 
-This evaluation runs on the trained model after the run's own (``eval.crop_factors`` in a spec;
-:mod:`ablations.execute` calls :func:`crop_metrics`), through the same engine evaluation: the
+This evaluation runs on the trained model after the run's own (``eval.crop_factors`` in a spec: a
+registered :data:`~seg_core.registry.EVALUATIONS` entry), through the same engine evaluation: the
 spec's inference mode, extra model inputs (made from the resized raw crop) and metric families.
 """
 
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from seg_core import engine
+from seg_core.registry import EVALUATIONS, METRIC_FAMILIES, ConfigError
 
 PAPER_FACTORS = (0, 100, 200, 300, 400)
 PAPER_WIDTH = 2048
@@ -87,3 +88,21 @@ def crop_metrics(
         out[f"{name}_miou"] = scored["miou"]
         out.update({f"{name}_{k}": v for k, v in scored.items() if k.startswith("bf_")})
     return out
+
+
+def _check_factors(factors: Sequence[float]) -> None:
+    if any(f < 0 for f in factors) or len(set(factors)) != len(factors):
+        raise ConfigError("crop_factors", f"expected distinct crop factors >= 0 (px at 2048 wide), got {list(factors)}")
+
+
+def _metric_names(factors: Sequence[float], families: Sequence[str]) -> list[str]:
+    names = []
+    for factor in factors:
+        names.append(f"crop{factor:g}_miou")
+        names += [f"crop{factor:g}_{m}" for f in families for m in METRIC_FAMILIES.metadata(f).get("metrics", ())]
+    return names
+
+
+EVALUATIONS.register("crop_factors", value_type=list[int], check=_check_factors, metrics=_metric_names)(
+    lambda factors, model, dataset, **evaluation: crop_metrics(model, dataset, factors, **evaluation)
+)

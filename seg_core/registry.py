@@ -89,3 +89,7 @@ TARGETS = Registry("target")  # extra training targets made from a batch (e.g. b
 POSTPROCESSORS = Registry("post-processor")  # evaluation post-processing of class probabilities (e.g. a CRF)
 METRIC_FAMILIES = Registry("metric family")  # evaluation metrics beyond the confusion matrix
 INFERENCE = Registry("inference mode")  # how evaluation turns an image into logits (whole image, sliding window...)
+# evaluations of the trained model after the run's own, each asked for by the eval key of its name
+# (``eval.crop_factors = [...]``): ``(value, model, dataset, **evaluation) -> metrics``; metadata:
+# ``value_type``, ``check(value)`` (raises ConfigError), ``metrics(value, families) -> names``
+EVALUATIONS = Registry("post-training evaluation")

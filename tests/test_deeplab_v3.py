@@ -145,7 +145,7 @@ def test_v3plus_table3_multiply_adds_at_the_paper_configuration(config, ours, pa
 
 
 def test_the_share_of_valid_taps_falls_to_the_centre_tap_as_the_rate_reaches_the_map():
-    from report.pages import valid_tap_fraction
+    from seg_core.models.deeplab_v3 import valid_tap_fraction
 
     assert valid_tap_fraction(1, 2) == pytest.approx(4 / 9)  # on a 2x2 map each cell sees 2 of 3 taps per axis
     assert valid_tap_fraction(33, 33) == valid_tap_fraction(40, 33) == pytest.approx(1 / 9)  # the centre alone

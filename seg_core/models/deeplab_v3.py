@@ -53,6 +53,14 @@ from seg_core.registry import MODELS, ConfigError
 PAPER_FEATURE_MAP = 33  # 513 px crops at output stride 16 (v3 Sec. 4, v3+ Sec. 4)
 
 
+def valid_tap_fraction(rate: int, side: int) -> float:
+    """Share of a 3x3 filter's taps at ``rate`` that land on a ``side`` x ``side`` map (zero
+    padding outside), averaged over the map's cells (v3 Sec. 3.3, Fig. 4: as the rate nears the
+    map's side, the filter degenerates to its centre tap)."""
+    one_d = sum(1 + (i - rate >= 0) + (i + rate < side) for i in range(side)) / (3 * side)
+    return one_d**2
+
+
 def _atrous(in_channels: int, out_channels: int, rate: int) -> Conv2dNormActivation:
     return Conv2dNormActivation(in_channels, out_channels, 3, padding=rate, dilation=rate, bias=False)
 
@@ -189,7 +197,13 @@ class DeepLabV3(Segmenter):
         self.info["eval_output_stride"] = output_stride
 
     def describe(self) -> dict[str, Any]:
-        return dict(self.info)
+        """The model as built, with the share of each ASPP filter's taps that land on the map
+        (``aspp_valid_taps``; ``paper_aspp_valid_taps`` on the paper's map)."""
+        info = dict(self.info)
+        side, paper_side = info["feature_map"] or info["paper_feature_map"], info["paper_feature_map"]
+        info["aspp_valid_taps"] = [round(valid_tap_fraction(r, side), 3) for r in info["aspp_rates"]]
+        info["paper_aspp_valid_taps"] = [round(valid_tap_fraction(r, paper_side), 3) for r in info["paper_aspp_rates"]]
+        return info
 
 
 TINY_EXAMPLE = {  # the registry's tiny options (generated tests); Gated-SCNN's build on them
