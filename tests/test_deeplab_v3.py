@@ -130,8 +130,9 @@ V3PLUS_TABLE3 = [  # (train OS, eval OS, decoder): our MACs at 513x513 (B) | the
 def test_v3plus_table3_multiply_adds_at_the_paper_configuration(config, ours, paper):
     """ResNet-101, ASPP 6/12/18 at the training output stride (doubled at 8), image pooling,
     513x513, counted on the meta device (seg_core.complexity: every conv and linear layer's
-    multiply-accumulates). Pinned: ours are 8-11% below the paper's; the decoder's share
-    (about 21.7B) agrees with the paper's, so the gap is in the encoder."""
+    multiply-accumulates). Pinned: ours are 7-12% below the paper's, and the layer-by-layer
+    count below (:func:`_resnet101_v3_macs`, torchvision's conventions) gives exactly ours, which
+    is what lets it explain the gap (next test)."""
     from seg_core.complexity import model_complexity
 
     train_os, eval_os, decoder = config
@@ -141,7 +142,90 @@ def test_v3plus_table3_multiply_adds_at_the_paper_configuration(config, ours, pa
     model.reconfigure(output_stride=eval_os)
     macs = model_complexity(model.eval(), (1, 3, 513, 513))["total"]["macs"] / 1e9
     assert macs == pytest.approx(ours, abs=0.01)
+    assert macs == pytest.approx(_resnet101_v3_macs(eval_os, decoder) / 1e9, abs=0.01)
     assert 0.85 < macs / paper < 0.95
+
+
+def _out(h: int, stride: int) -> int:
+    return -(-h // stride)  # "same" padding
+
+
+def _dilated_positions(h: int, rate: int, space_to_batch: bool) -> int:
+    """Output positions a 3x3 convolution at ``rate`` computes on an h x h map. TensorFlow 1.x
+    runs a dilated convolution as space_to_batch -> plain convolution -> batch_to_space: the map
+    is padded by the kernel's reach and rounded up to a multiple of the rate, and a profiler
+    counts the convolution on the whole padded, batch-expanded map."""
+    if rate == 1 or not space_to_batch:
+        return h * h
+    padded = -(-(h + 2 * rate) // rate) * rate
+    return rate * rate * (padded // rate - 2) ** 2
+
+
+def _resnet101_v3_macs(
+    output_stride: int, decoder: bool, *, tf_slim: bool = False, deep_stem: bool = False, space_to_batch: bool = False
+) -> int:
+    """DeepLab v3(+) on ResNet-101 at 513x513, 21 classes, multi-grid (1, 2, 4), ASPP rates
+    6/12/18 scaled by 16 / output stride, image pooling, multiply-adds of every convolution,
+    layer by layer. By default torchvision's ResNet (a block's stride on its first unit, the 7x7
+    stem), as ours. ``tf_slim``: DeepLab's reference TF-slim ResNet (each block's stride on its
+    *last* unit, whose shortcut subsamples without a convolution; a dropped stride leaves that
+    unit at the old rate); ``deep_stem``: its 'beta' root of three 3x3 convolutions (64, 64,
+    128); ``space_to_batch``: dilated convolutions counted as TensorFlow computes them."""
+    h, macs = _out(513, 2), 0
+    macs += h * h * (9 * (3 * 64 + 64 * 64 + 64 * 128) if deep_stem else 49 * 3 * 64)
+    cin, h, stride, rate = (128 if deep_stem else 64), _out(h, 2), 4, 1
+    low_level = None
+    strides = (2, 2, 2, 1) if tf_slim else (1, 2, 2, 2)
+    for block, (planes, units) in enumerate(((64, 3), (128, 4), (256, 23), (512, 3))):
+        block_rate = rate
+        for u in range(units):
+            s = strides[block] if u == (units - 1 if tf_slim else 0) else 1
+            unit_rate = rate
+            if s > 1 and stride >= output_stride:  # the stride becomes dilation
+                s, rate = 1, rate * s
+                if not tf_slim:  # ours: the full rate on every unit of the dilated block
+                    block_rate = unit_rate = rate
+            elif not tf_slim:
+                unit_rate = block_rate
+            if block == 3:
+                unit_rate *= (1, 2, 4)[u]
+            h_out = _out(h, s)
+            if block == 0 and low_level is None and s > 1:
+                low_level = h  # TF-slim: the decoder reads block1/unit_2, before the stride
+            macs += h * h * cin * planes + h_out * h_out * 4 * planes * planes
+            macs += _dilated_positions(h_out, unit_rate, space_to_batch) * 9 * planes * planes
+            if cin != 4 * planes or (s > 1 and not tf_slim):
+                macs += h_out * h_out * cin * 4 * planes  # projection shortcut
+            cin, h, stride = 4 * planes, h_out, stride * s
+    aspp = [r * 16 // output_stride for r in (6, 12, 18)]
+    macs += h * h * 2048 * 256 + 2048 * 256 + h * h * 5 * 256 * 256  # 1x1, image pooling, projection
+    macs += sum(_dilated_positions(h, r, space_to_batch) for r in aspp) * 9 * 2048 * 256
+    if not decoder:
+        return macs + h * h * 256 * 21
+    low = low_level or 129
+    return macs + low * low * (256 * 48 + 9 * 304 * 256 + 9 * 256 * 256 + 256 * 21)
+
+
+@pytest.mark.parametrize(("config", "ours", "paper"), V3PLUS_TABLE3, ids=[str(r[0]) for r in V3PLUS_TABLE3])
+def test_the_papers_multiply_adds_are_those_of_tf_slims_resnet_101_beta_counted_as_tensorflow_runs_it(
+    config, ours, paper
+):
+    """Why the paper's counts are 7-12% above ours: its ResNet-101 is DeepLab's TF-slim
+    resnet_v1_101_beta (the stride on each block's last unit, the three-3x3 stem) and TensorFlow
+    computes a dilated convolution on a padded, batch-expanded map (space_to_batch). With both,
+    five of the six rows agree to 0.35%. The sixth, 16/16 with the decoder, comes out 1.3% above
+    the paper's: the paper's own rows put the decoder at 21.74B (output stride 8) and 21.77B (32)
+    but 20.26B at 16, though it runs at stride 4 in all three; we do not fit that row."""
+    _, eval_os, decoder = config
+    tf = _resnet101_v3_macs(eval_os, decoder, tf_slim=True, deep_stem=True, space_to_batch=True) / 1e9
+    if config == (16, 16, True):
+        assert tf / paper == pytest.approx(1.013, abs=0.002)
+        return
+    assert abs(tf / paper - 1) < 0.0035
+    # neither difference alone explains it: each alone stays at least 4x farther from the paper
+    for partial in ({"tf_slim": True, "deep_stem": True}, {"space_to_batch": True}):
+        alone = _resnet101_v3_macs(eval_os, decoder, **partial) / 1e9
+        assert abs(alone / paper - 1) > 4 * abs(tf / paper - 1)
 
 
 def test_the_share_of_valid_taps_falls_to_the_centre_tap_as_the_rate_reaches_the_map():
