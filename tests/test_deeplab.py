@@ -9,7 +9,7 @@ from torch import nn
 
 from seg_core.backbones import BACKBONES
 from seg_core.complexity import count_parameters
-from seg_core.models.deeplab import SummedASPP, scaled_rate
+from seg_core.models.deeplab import SummedASPP, scaled_dropout, scaled_rate
 from seg_core.registry import MODELS, ConfigError
 
 TINY = {"backbone": "mini_resnet", "backbone_options": {"stem_width": 8, "widths": [8, 16, 32]}}
@@ -98,3 +98,21 @@ def test_deeplab_option_errors_name_the_option():
         with pytest.raises(ConfigError) as info:
             MODELS.build("deeplab_v2", num_classes=3, **{**TINY, **bad})
         assert info.value.key == key
+
+
+def test_dropout_keeps_the_papers_noise_per_unit_at_another_width():
+    """fc6/fc7 dropout is element-wise (Caffe's Dropout) at the rate whose noise on a unit's
+    sum, p / ((1 - p) n), is the paper's: 0.5 at full width, 1/129 at 1/128 of it."""
+    assert scaled_dropout(0.5, 1.0) == pytest.approx(0.5)
+    assert scaled_dropout(0.5, 1 / 128) == pytest.approx(1 / 129)
+    assert scaled_dropout(0.0, 1 / 128) == 0.0
+    for p, scale in ((0.5, 1 / 128), (0.3, 0.25)):
+        q = scaled_dropout(p, scale)
+        assert q / ((1 - q) * 4096 * scale) == pytest.approx(p / ((1 - p) * 4096))
+    model = MODELS.build(
+        "deeplab_v2", num_classes=5, backbone="mini_resnet", rates=[12], width=1024, width_scale=1 / 128
+    )
+    drops = [m for m in model.head.modules() if isinstance(m, nn.Dropout | nn.Dropout2d)]
+    assert len(drops) == 2 and all(type(m) is nn.Dropout and m.p == pytest.approx(1 / 129) for m in drops)
+    assert model.describe()["paper_dropout"] == 0.5
+    assert model.describe()["dropout"] == pytest.approx(1 / 129, abs=1e-6)

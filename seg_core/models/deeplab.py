@@ -20,6 +20,14 @@ the nearest even rate, so that they stay centred). Specs state the
 paper's rates; the scale block states the map sides; the model records both
 (:meth:`DeepLabV2.describe`). Head widths scale by ``width_scale`` (the paper's 4096 and 1024
 channels at 1/128 are 32 and 8 at the mini scale), the same factor for every head of a table.
+
+**Dropout at another width, the same noise.** fc6 and fc7 are followed by element-wise dropout
+(the paper's Caffe ``Dropout`` layers, rate 0.5). A unit that sums ``n`` dropped-out inputs sees
+noise of relative variance ``p / ((1 - p) n)``; at 4096 or 1024 inputs that is small, at 1/128 of
+the width the same rate makes it 128 times larger (measured on the mini features: a randomly
+initialised 8- or 32-channel head with dropout 0.5, channel-wise or element-wise, fits no
+foreground in 600 steps, where without dropout it does). :func:`scaled_dropout` keeps
+``p / ((1 - p) n)`` as the paper's: 0.5 at 1/128 width is 1/129.
 The logits are upsampled bilinearly to the input (the paper's x8 interpolation).
 """
 
@@ -53,6 +61,13 @@ def scaled_rate(rate: int, feature_map: int | None, paper_feature_map: int = PAP
     return max(1, round(exact))
 
 
+def scaled_dropout(rate: float, width_scale: float) -> float:
+    """The dropout rate that keeps a unit's dropout noise, ``p / ((1 - p) n)``, when its ``n``
+    inputs are scaled by ``width_scale`` (see the module docstring)."""
+    odds = rate / (1 - rate) * width_scale
+    return odds / (1 + odds)
+
+
 def _conv(in_channels: int, out_channels: int, kernel: int, rate: int) -> nn.Conv2d:
     extent = rate * (kernel - 1) + 1
     if extent % 2 == 0:
@@ -71,10 +86,10 @@ class FieldOfViewHead(nn.Sequential):
         super().__init__(
             _conv(in_channels, width, kernel, rate),
             nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
+            nn.Dropout(dropout),
             nn.Conv2d(width, width, 1),
             nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
+            nn.Dropout(dropout),
             nn.Conv2d(width, num_classes, 1),
         )
 
@@ -143,7 +158,8 @@ def deeplab_v2(
     summed (``branch = "fc"``: a 3x3 field-of-view head per rate, as on VGG-16; ``"direct"``: one
     3x3 convolution to the classes per rate, as on ResNet-101). ``rates`` and ``width`` are the
     paper's; ``feature_map`` / ``paper_feature_map`` and ``width_scale`` scale them
-    (:func:`scaled_rate`)."""
+    (:func:`scaled_rate`), and ``dropout`` (the paper's rate after fc6 and fc7) is scaled with
+    the width (:func:`scaled_dropout`)."""
     if not rates or any(r < 1 for r in rates):
         raise ConfigError("rates", f"expected one or more rates >= 1, got {list(rates)}")
     if kernel < 1:
@@ -164,11 +180,12 @@ def deeplab_v2(
     in_channels = net.out_channels[net.top]
     used = [scaled_rate(r, feature_map, paper_feature_map, kernel) for r in rates]
     channels = max(1, round(width * width_scale))
+    used_dropout = scaled_dropout(dropout, width_scale)
 
     def branch_for(rate: int) -> nn.Module:
         if branch == "direct":
             return _conv(in_channels, num_classes, 3, rate)
-        return FieldOfViewHead(in_channels, num_classes, kernel=kernel, rate=rate, width=channels, dropout=dropout)
+        return FieldOfViewHead(in_channels, num_classes, kernel=kernel, rate=rate, width=channels, dropout=used_dropout)
 
     head = branch_for(used[0]) if len(used) == 1 else SummedASPP([branch_for(r) for r in used])
     info = {
@@ -178,6 +195,8 @@ def deeplab_v2(
         "paper_width": width,
         "width": channels,
         "branch": branch,
+        "paper_dropout": dropout,
+        "dropout": round(used_dropout, 6),
         "feature_map": feature_map,
         "paper_feature_map": paper_feature_map,
     }
