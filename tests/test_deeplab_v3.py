@@ -235,3 +235,14 @@ def test_the_share_of_valid_taps_falls_to_the_centre_tap_as_the_rate_reaches_the
     assert valid_tap_fraction(33, 33) == valid_tap_fraction(40, 33) == pytest.approx(1 / 9)  # the centre alone
     shares = [valid_tap_fraction(r, 33) for r in (6, 12, 18, 24)]
     assert shares == sorted(shares, reverse=True) and shares[-1] < 0.3  # rate 24 on the paper's 33-cell map
+
+
+def test_aspp_dropout_keeps_its_noise_per_unit_at_a_narrower_width():
+    """0.5 after the 256-channel projection (torchvision's and our default) is 1/9 at 32 channels
+    (seg_core.models.deeplab.scaled_dropout), and the model records both."""
+    for width, expected in ((256, 0.5), (32, 1 / 9)):
+        model = MODELS.build("deeplab_v3", num_classes=5, backbone_options=TINY_TRUNK, width=width)
+        drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+        assert len(drops) == 1 and drops[0].p == pytest.approx(expected)
+        assert model.describe()["paper_dropout"] == 0.5
+        assert model.describe()["dropout"] == pytest.approx(expected, abs=1e-6)

@@ -47,10 +47,11 @@ from seg_core.backbones.base import StagedBackbone
 from seg_core.backbones.cascaded import block4_copies, set_output_stride
 from seg_core.contract import Segmenter
 from seg_core.layers import build_backbone
-from seg_core.models.deeplab import scaled_rate
+from seg_core.models.deeplab import scaled_dropout, scaled_rate
 from seg_core.registry import MODELS, ConfigError
 
 PAPER_FEATURE_MAP = 33  # 513 px crops at output stride 16 (v3 Sec. 4, v3+ Sec. 4)
+PAPER_WIDTH = 256  # channels of every ASPP branch and of its projection (v3 Sec. 3.3)
 
 
 def valid_tap_fraction(rate: int, side: int) -> float:
@@ -244,7 +245,9 @@ def deeplab_v3(
     ``output_stride`` (default: the trunk's) is the last block's, 4 ... 256 with block5-7;
     ``multi_grid`` the unit rates of block4 and after. ``aspp_rates`` are the paper's at the
     training output stride; ``feature_map`` (the top map's side in cells at that stride) scales
-    them to a smaller map."""
+    them to a smaller map. ``dropout`` is the paper's rate after the ASPP projection at its 256
+    channels; a narrower ``width`` keeps its noise per unit
+    (:func:`~seg_core.models.deeplab.scaled_dropout`: 0.5 at 256 channels is 1/9 at 32)."""
     if backbone != "cascaded_resnet":
         raise ConfigError(
             "backbone", f"DeepLab v3 runs on 'cascaded_resnet' (output stride, multi-grid), got {backbone!r}"
@@ -267,10 +270,11 @@ def deeplab_v3(
     set_output_stride(net, final_stride, multi_grid or net.multi_grid, cascade)
     channels = net.out_channels[net.top]
     rates = [scaled_rate(r, feature_map, paper_feature_map) for r in aspp_rates]
+    used_dropout = scaled_dropout(dropout, width / PAPER_WIDTH)
     pyramid = None
     if aspp:
         pyramid = AtrousSpatialPyramidPooling(
-            channels, rates, width, pointwise=aspp_pointwise, image_pooling=image_pooling, dropout=dropout
+            channels, rates, width, pointwise=aspp_pointwise, image_pooling=image_pooling, dropout=used_dropout
         )
         channels = width
     refine = nn.Sequential(
@@ -290,6 +294,8 @@ def deeplab_v3(
         "paper_aspp_rates": list(aspp_rates) if aspp else [],
         "aspp_rates": rates if aspp else [],
         "image_pooling": bool(aspp and image_pooling),
+        "paper_dropout": dropout,
+        "dropout": round(used_dropout, 6),
         "feature_map": feature_map,
         "paper_feature_map": paper_feature_map,
         "decoder": decoder,
