@@ -174,36 +174,31 @@ def _resnet101_v3_macs(
     h, macs = _out(513, 2), 0
     macs += h * h * (9 * (3 * 64 + 64 * 64 + 64 * 128) if deep_stem else 49 * 3 * 64)
     cin, h, stride, rate = (128 if deep_stem else 64), _out(h, 2), 4, 1
-    low_level = None
     strides = (2, 2, 2, 1) if tf_slim else (1, 2, 2, 2)
     for block, (planes, units) in enumerate(((64, 3), (128, 4), (256, 23), (512, 3))):
-        block_rate = rate
         for u in range(units):
             s = strides[block] if u == (units - 1 if tf_slim else 0) else 1
-            unit_rate = rate
-            if s > 1 and stride >= output_stride:  # the stride becomes dilation
-                s, rate = 1, rate * s
-                if not tf_slim:  # ours: the full rate on every unit of the dilated block
-                    block_rate = unit_rate = rate
-            elif not tf_slim:
-                unit_rate = block_rate
-            if block == 3:
-                unit_rate *= (1, 2, 4)[u]
+            dropped = s > 1 and stride >= output_stride  # the stride becomes dilation
+            if dropped:
+                s = 1
+                if not tf_slim:  # ours: the new rate from this unit on (every unit of the block)
+                    rate *= strides[block]
+            unit_rate = rate * ((1, 2, 4)[u] if block == 3 else 1)
             h_out = _out(h, s)
-            if block == 0 and low_level is None and s > 1:
-                low_level = h  # TF-slim: the decoder reads block1/unit_2, before the stride
             macs += h * h * cin * planes + h_out * h_out * 4 * planes * planes
             macs += _dilated_positions(h_out, unit_rate, space_to_batch) * 9 * planes * planes
             if cin != 4 * planes or (s > 1 and not tf_slim):
                 macs += h_out * h_out * cin * 4 * planes  # projection shortcut
+            if dropped and tf_slim:  # TF-slim: the unit keeps the old rate, the next ones double it
+                rate *= strides[block]
             cin, h, stride = 4 * planes, h_out, stride * s
     aspp = [r * 16 // output_stride for r in (6, 12, 18)]
     macs += h * h * 2048 * 256 + 2048 * 256 + h * h * 5 * 256 * 256  # 1x1, image pooling, projection
     macs += sum(_dilated_positions(h, r, space_to_batch) for r in aspp) * 9 * 2048 * 256
     if not decoder:
         return macs + h * h * 256 * 21
-    low = low_level or 129
-    return macs + low * low * (256 * 48 + 9 * 304 * 256 + 9 * 256 * 256 + 256 * 21)
+    # the decoder reads the stride-4 map (129 x 129) in both: TF-slim's block1/unit_2, before its stride
+    return macs + 129 * 129 * (256 * 48 + 9 * 304 * 256 + 9 * 256 * 256 + 256 * 21)
 
 
 @pytest.mark.parametrize(("config", "ours", "paper"), V3PLUS_TABLE3, ids=[str(r[0]) for r in V3PLUS_TABLE3])
