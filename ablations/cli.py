@@ -110,6 +110,9 @@ def _list(args) -> int:
             f"{spec.id:<20} {'ablation':<8} {spec.paper_table:<34} {len(spec.variants):>8}  "
             f"{_status(spec, 'mini', args.results):>9}  {spec.title}"
         )
+    for spec in specs:
+        if getattr(spec, "blocked", None):
+            print(f"blocked: {spec.id}: {spec.blocked}", file=sys.stderr)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     return 2 if errors else 0
@@ -280,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.jobs is not None and args.jobs < 1:
             raise SpecError(COMMAND_LINE, "--jobs", f"expected an integer >= 1, got {args.jobs}")
         runs = _expand(args, spec)
+        if spec.blocked:
+            print(f"note: {spec.id} is marked blocked ({spec.file.name}): {spec.blocked}", file=sys.stderr)
         if args.dry_run:
             for run in runs:
                 print(run["path"])

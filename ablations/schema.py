@@ -5,7 +5,9 @@ load through it, so both give the same errors).
 
 * ``kind = "ablation"`` (the default): ``id``, ``title``, ``source``, ``paper_table``,
   ``paper_dataset`` (where the paper's numbers come from: dataset and split),
-  ``claim``, ``metric``, ``baseline``, optional ``headline``, ``[report]`` (with at least one
+  ``claim``, ``metric``, ``baseline``, optional ``headline``, optional ``blocked`` (why the table
+  cannot be run as specified yet: ``list`` and the report show it, and no results are committed for
+  it until the reason is gone), ``[report]`` (with at least one
   ``[[report.checks]]``), optional ``[paper_model]``, ``[defaults]``, one ``[scales.<name>]``
   block per scale (``mini`` required) and ``[[variants]]``. A run config is
   ``defaults`` <- ``scales.<scale>`` <- the variant, merged section by section (``model``,
@@ -226,6 +228,7 @@ class Spec:
     variants: tuple[Variant, ...]
     document: Document
     study: dict = field(default_factory=dict)  # [study]: scientific, nuisance (values searched), fixed
+    blocked: str | None = None  # why this table has no committed results yet (shown by `list` and the report)
 
     def seeds(self, scale: str) -> list[int]:
         return list(self.scales[scale]["seeds"])
@@ -309,6 +312,7 @@ _TOP = {
     "scales": (dict, True),
     "variants": (list, True),
     "study": (dict, False),
+    "blocked": (str, False),
 }
 _STUDY = {
     "scientific": (list[str], False),
@@ -505,6 +509,7 @@ def load_spec(path: str | Path) -> Spec | TimingSpec:
         tuple(variants),
         doc,
         study,
+        raw.get("blocked", "").strip() or None,
     )
 
 

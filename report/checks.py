@@ -226,7 +226,7 @@ def seeds_phrase(r: CheckResult) -> str:
 
 @dataclass
 class TableVerdict:
-    label: str  # reproduced | partially reproduced | not reproduced | undecided | incomplete | no results
+    label: str  # reproduced | partially reproduced | not reproduced | undecided | incomplete | no results | blocked
     sentence: str
 
 

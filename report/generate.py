@@ -44,7 +44,11 @@ def render_table(
     if verdict is None:
         from report.checks import TableVerdict
 
-        verdict = TableVerdict("no results", "not run yet")
+        verdict = (
+            TableVerdict("blocked", f"blocked: {spec.blocked}")
+            if spec.blocked
+            else TableVerdict("no results", "not run yet")
+        )
     suffix = "" if table.tag == "mini" else f"-{table.tag}"
     fig_path = out_dir / "figures" / f"{spec.id}{suffix}.png"
     has_fig = not table.runs.empty

@@ -231,6 +231,8 @@ def ablation_page(
         f"**Scale:** `{table.tag}` — {scale_block.get('description', '')}. {compare}",
         "",
     ]
+    if spec.blocked and verdict.label != "blocked":  # results exist although the spec is marked blocked
+        lines += [f"> **Marked blocked:** {spec.blocked}", ""]
     lines += warnings(table)
     lines += verdict_section(verdict)
     if spec.report.get("discussion"):

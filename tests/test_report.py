@@ -48,6 +48,22 @@ def test_report_without_results_says_not_run(tiny):
     assert "not run yet" in (tiny["root"] / "report" / "index.md").read_text()
 
 
+def test_blocked_spec_says_why_in_the_index_the_page_and_list(tiny, capsys):
+    text = tiny["spec"].read_text()
+    tiny["spec"].write_text('blocked = "the heads do not train (measured)"\n' + text)
+    generate(tiny["specs"], tiny["results"], tiny["root"] / "report")
+    index = (tiny["root"] / "report" / "index.md").read_text()
+    page = (tiny["root"] / "report" / "tiny.md").read_text()
+    assert "blocked: the heads do not train (measured)" in index and "not run yet" not in index
+    assert "## Verdict: blocked" in page
+    assert main(cli_args(tiny, "list")) == 0
+    assert "blocked: tiny: the heads do not train (measured)" in capsys.readouterr().err
+    tiny["spec"].write_text("blocked = 1\n" + text)
+    assert main(cli_args(tiny, "list")) == 2
+    err = capsys.readouterr().err
+    assert "tiny.toml" in err and "blocked" in err
+
+
 def test_report_reads_files_only():
     code = (
         "import sys, report.generate; loaded = {m for m in sys.modules if m.split('.')[0] in ('torch', 'seg_core', 'ablations')}; "
@@ -79,6 +95,9 @@ def test_committed_results_are_complete_and_current():
             assert all((spec.id, item.name) in measured for item in spec.items), spec.id
             continue
         table = load_table(spec, ROOT / "results", "mini", root=ROOT)
+        if spec.blocked:  # said so on every page; nothing committed that contradicts it
+            assert table.runs.empty and not (ROOT / "results" / spec.id / "mini").exists(), spec.id
+            continue
         assert len(table.runs) == table.expected and not table.missing and not table.failed, spec.id
         assert not table.stale, (spec.id, table.stale)
         assert not table.changed_code, (spec.id, table.changed_code)
