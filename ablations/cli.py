@@ -101,6 +101,7 @@ def _list(args) -> int:
     if not specs and not errors:
         print(f"no spec files in {args.specs}", file=sys.stderr)
         return 2
+    blocked = []  # printed after the table, like the errors
     print(f"{'id':<20} {'kind':<8} {'paper table':<34} {'variants':>8}  {'mini runs':>9}  title")
     for spec in specs:
         if spec.kind == "timing":
@@ -110,9 +111,10 @@ def _list(args) -> int:
             f"{spec.id:<20} {'ablation':<8} {spec.paper_table:<34} {len(spec.variants):>8}  "
             f"{_status(spec, 'mini', args.results):>9}  {spec.title}"
         )
-    for spec in specs:
-        if getattr(spec, "blocked", None):
-            print(f"blocked: {spec.id}: {spec.blocked}", file=sys.stderr)
+        if spec.blocked:
+            blocked.append(f"blocked: {spec.id}: {spec.blocked}")
+    for line in blocked:
+        print(line, file=sys.stderr)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     return 2 if errors else 0

@@ -28,6 +28,7 @@ the width the same rate makes it 128 times larger (measured on the mini features
 initialised 8- or 32-channel head with dropout 0.5, channel-wise or element-wise, fits no
 foreground in 600 steps, where without dropout it does). :func:`scaled_dropout` keeps
 ``p / ((1 - p) n)`` as the paper's: 0.5 at 1/128 width is 1/129.
+
 The logits are upsampled bilinearly to the input (the paper's x8 interpolation).
 """
 
