@@ -301,8 +301,12 @@ def test_13_a_relative_data_root_is_the_projects():
 
 @pytest.mark.slow
 def test_14_ctrl_c_says_one_line_and_exits_130(tmp_path):
+    """Ctrl-C reaching a running sweep. The child starts with SIGINT at its default action: a shell
+    without job control starts background commands with SIGINT ignored, Python then keeps it
+    ignored (as it should: the shell meant it), and a CI started that way would see the sweep run
+    to its end (exit 0). 2,000 steps keep the remaining runs going well after the first file."""
     specs = tmp_path / "specs"
-    write_tiny_spec(specs, steps=400)
+    write_tiny_spec(specs, steps=2000)
     t = {"specs": specs, "results": tmp_path / "results", "cache": tmp_path / "cache"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ablations", *cli_args(t, "run", "tiny", "--jobs", "2")],
@@ -310,10 +314,12 @@ def test_14_ctrl_c_says_one_line_and_exits_130(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 240
     while time.time() < deadline and len(_files(t)) < 1:
         time.sleep(0.05)
+    assert len(_files(t)) < 6, "the sweep ended before Ctrl-C could reach it: give the runs more steps"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
