@@ -58,10 +58,14 @@ def render_table(
     files: dict[Path, object] = {out_dir / f"{spec.id}{suffix}.md": text}
     if has_fig:
         files[fig_path] = lambda path, t=table, s=summary: figures.figure(t, s, path)
-    runs = f"{len(table.runs)}/{table.expected}"
-    extra = len(table.runs) - (table.expected - len(table.missing) - len(table.failed))
-    if extra > 0:
-        runs += f" (+{extra} extra seeds)"
+    if "+" in table.tag:  # an override run plans no seeds: it has whatever was run
+        seeds = sorted(set(table.runs["seed"])) if not table.runs.empty else []
+        runs = f"{len(table.runs)} (seeds {', '.join(map(str, seeds)) or 'none'})"
+    else:
+        runs = f"{len(table.runs)}/{table.expected}"
+        extra = len(table.runs) - (table.expected - len(table.missing) - len(table.failed))
+        if extra > 0:
+            runs += f" (+{extra} extra seeds)"
     if table.failed:
         runs += f", {len(table.failed)} failed"
     sentence = verdict.sentence + ("; some results are from older code" if table.changed_code else "")

@@ -13,6 +13,7 @@ from conftest import cli_args, write_tiny_spec
 
 from ablations.cli import main
 from ablations.runner import RunnerBusy, directory_lock
+from report.generate import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,6 +53,9 @@ def test_overrides_go_to_their_own_directory(tiny):
     (path,) = results(tiny, tag)
     record = json.loads(path.read_text())
     assert record["overrides"] == {"train.steps": 2} and record["config"]["train"]["steps"] == 2
+    generate(tiny["specs"], tiny["results"], tiny["root"] / "report", tag=tag)
+    index = (tiny["root"] / "report" / "index.md").read_text()
+    assert f"| {tag} | 1 (seeds 0) |" in index  # an override run plans no seeds: no "1/0 (+1 extra)"
 
 
 def test_result_record_contract(tiny):
