@@ -45,6 +45,8 @@ def load_measurements(path: Path) -> tuple[dict[tuple[str, str], dict], dict]:
                 "peak_mb": info.get("peak_memory_mb"),
                 "device": info.get("device"),
                 "threads": info.get("threads"),
+                "calibration_gflops": info.get("calibration_gflops"),
+                "calibration": info.get("calibration"),
             }
     machine = {
         "cpu": (data.get("machine_info", {}).get("cpu") or {}).get("brand_raw", ""),
@@ -114,6 +116,23 @@ def verdict(spec: TimingSpec, table: pd.DataFrame) -> tuple[str, str]:
     return label, f"{label}: {agree} of {len(compared)} {word} agree within x{spec.agree_factor:g} ({detail})"
 
 
+def _calibration(spec: TimingSpec, measured: dict) -> str:
+    """The machine's speed beside the absolute times (the range, if the spec's items were
+    measured in sessions that calibrated differently)."""
+    found = [measured[(spec.id, i.name)] for i in spec.items if (spec.id, i.name) in measured]
+    rates = sorted({m["calibration_gflops"] for m in found if m.get("calibration_gflops")})
+    if not rates:
+        return "none recorded with these measurements (re-run `nox -s benchmarks` to record one)."
+    what = next(m["calibration"] for m in found if m.get("calibration"))
+    span = f"{rates[0]:g}" if len(rates) == 1 else f"{rates[0]:g}-{rates[-1]:g}"
+    missing = sum(1 for m in found if not m.get("calibration_gflops"))
+    return (
+        f"{span} GFLOP/s ({what}), measured by the benchmark session itself"
+        + (f"; {missing} item(s) measured without one" if missing else "")
+        + "."
+    )
+
+
 def figure(spec: TimingSpec, table: pd.DataFrame, path: Path) -> bool:
     """Stacked bars of the items' times per group, and their shares (when items have groups)."""
     import seaborn as sns
@@ -161,7 +180,8 @@ def page(
         f"**Source:** {spec.source} ({spec.paper_hardware})  ",
         f"**Claim:** {spec.claim}  ",
         f"**Measured on:** {first.get('device', '-')}, {first.get('threads', '-')} threads, {machine.get('cpu', '')}; "
-        f"batch 1, inference mode; median of the benchmark's rounds. Raw data: `{source}`.",
+        f"batch 1, inference mode; median of the benchmark's rounds. Raw data: `{source}`.  ",
+        f"**Calibration:** {_calibration(spec, measured)}",
         "",
         f"## Verdict: {label}",
         "",
