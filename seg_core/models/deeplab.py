@@ -19,7 +19,7 @@ for a ``feature_map`` of another side keeps the paper's ratio of rate to map sid
 the nearest even rate, so that they stay centred). Specs state the
 paper's rates; the scale block states the map sides; the model records both
 (:meth:`DeepLabV2.describe`). Head widths scale by ``width_scale`` (the paper's 4096 and 1024
-channels at the mini scale's 1/16 are 256 and 64), the same factor for every head of a table.
+channels at 1/128 are 32 and 8 at the mini scale), the same factor for every head of a table.
 
 **Dropout at another width, the same noise.** fc6 and fc7 are followed by element-wise dropout
 (the paper's Caffe ``Dropout`` layers, rate 0.5). A unit that sums ``n`` dropped-out inputs sees
@@ -27,7 +27,7 @@ noise of relative variance ``p / ((1 - p) n)``; at 4096 or 1024 inputs that is s
 the width the same rate makes it 128 times larger (measured on the mini features: a randomly
 initialised 8- or 32-channel head with dropout 0.5, channel-wise or element-wise, fits no
 foreground in 600 steps, where without dropout it does). :func:`scaled_dropout` keeps
-``p / ((1 - p) n)`` as the paper's: 0.5 at 1/16 width is 1/17, at 1/128 it is 1/129.
+``p / ((1 - p) n)`` as the paper's: 0.5 at 1/128 width is 1/129.
 
 The logits are upsampled bilinearly to the input (the paper's x8 interpolation).
 """
