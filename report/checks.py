@@ -209,9 +209,10 @@ def describe(r: CheckResult) -> str:
         return f"{r.claim}: incomplete ({r.missing})"
     if r.kind == "ordering":
         return f"{r.claim}: {r.outcome} (rank correlation with the paper {r.delta:.2f}, needs >= {r.min_rho:g})"
+    paper = "" if math.isnan(r.paper_delta) else f", vs paper {r.paper_delta:+.1f}"  # qualitative claims have none
     text = (
         f"{r.claim}: {r.outcome} ({r.metric} {r.delta:+.2f} points, {100 * CI_LEVEL:g}% CI "
-        f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}], vs paper {r.paper_delta:+.1f})"
+        f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]{paper})"
     )
     if r.outcome == UNDECIDED:
         text += f"; {seeds_phrase(r)}"

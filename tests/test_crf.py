@@ -118,3 +118,33 @@ def test_a_crf_grid_needs_held_out_data(tiny, capsys):
     assert main(cli_args(tiny, "run", "tiny", "--dry-run")) == 2
     assert "searched on held-out training data: set data.holdout_images" in capsys.readouterr().err
     assert main(cli_args(tiny, "run", "tiny", "--dry-run", "data.holdout_images=8")) == 0
+
+
+@needs_crf
+@pytest.mark.parametrize("dataset", ["shapes", "shapes_flat"])
+def test_the_crf_sharpens_a_blurred_but_correct_prediction_of_the_synthetic_scenes(dataset):
+    """What the DeepLab pages' reading rests on: the mechanism works on our scenes. A prediction
+    with every class right but its boundaries blurred as the network's x8 upsampling blurs them
+    (the true labels pooled to 1/8, upsampled bilinearly, confidence 0.6) gains from the CRF at
+    the searched setting on the textured `shapes` (measured +3.40 mIoU over 64 val images) and on
+    `shapes_flat` (+4.68); so where a trained head loses from the CRF, its errors are wrong
+    classes, which the CRF spreads, not blurred boundaries."""
+    from seg_core.metrics import ConfusionMatrix
+    from seg_core.registry import DATASETS
+
+    data = DATASETS.build(dataset, split="val", num_images=64, size=64, seed=0)
+    params = {"iterations": 10, "pos_w": 3.0, "pos_xy_std": 1.0, "bi_w": 5.0, "bi_xy_std": 4.0, "bi_rgb_std": 5.0}
+    raw, refined = ConfusionMatrix(5), ConfusionMatrix(5)
+    for image, label in zip(data.images, data.labels):
+        truth = torch.nn.functional.one_hot(label.long(), 5).permute(2, 0, 1).float()[None]
+        blurred = torch.nn.functional.interpolate(
+            torch.nn.functional.avg_pool2d(truth, 8), size=label.shape, mode="bilinear", align_corners=False
+        )[0]
+        probs = 0.6 * blurred + 0.4 / 5
+        raw.update(probs.argmax(0), label)
+        refined.update(
+            torch.from_numpy(crf_image(probs.numpy(), image.permute(1, 2, 0).contiguous().numpy(), params).argmax(0)),
+            label,
+        )
+    gain = 100 * (refined.summary()["miou"] - raw.summary()["miou"])
+    assert gain > 1.0, f"{dataset}: the CRF changed mIoU by {gain:+.2f} points"

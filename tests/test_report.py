@@ -1,8 +1,10 @@
 """Report: statistics, verdicts (both outcomes), end to end from spec to pages, file-only reads."""
 
 import json
+import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -176,6 +178,9 @@ def test_undecided_claims_say_how_many_seeds_would_decide_them():
     (hopeless,) = _judge(_check_spec(), _metrics_df({"b": B, "a": [b + d for b, d in zip(B, [3.0, -3.0, 0.01])]}))
     assert hopeless.outcome == "undecided" and hopeless.seeds_to_decide is None
     assert "more than 100 seeds" in describe(hopeless)
+    assert "vs paper" in describe(r) and "nan" not in describe(r)
+    qualitative = replace(r, paper_delta=math.nan)  # a claim the paper makes without a number
+    assert "vs paper" not in describe(qualitative) and "nan" not in describe(qualitative)
 
 
 def test_missing_data_is_incomplete_not_a_verdict():
