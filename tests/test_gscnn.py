@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seg_core.models.gscnn import GatedConv, image_gradients
-from seg_core.registry import MODELS
+from seg_core.registry import MODELS, ConfigError
 
 TINY = {"backbone_options": {"width": 0.0625, "units": [1, 1, 1, 3], "output_stride": 8}, "aspp_rates": [1, 2],
         "width": 8, "shape_width": 8, "low_level_channels": 4, "decoder_width": 8}  # fmt: skip
@@ -51,3 +51,16 @@ def test_the_ablation_switches_remove_the_gates_and_the_canny_input():
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(full) - count(plain) == gate_params + 1  # the gates, and the fusion's second input weight
     assert set(full.parts()) == {"backbone", "shape", "head", "decoder"}
+
+
+def test_aspp_dropout_is_scaled_to_the_width_as_deeplab_v3s():
+    """The fused ASPP's dropout follows DeepLab v3's rule (0.5 at 256 channels is 1/9 at 32), and a
+    rate outside [0, 1) is refused by name."""
+    for width, expected in ((256, 0.5), (32, 1 / 9)):
+        model = MODELS.build("gscnn", num_classes=5, **{**TINY, "width": width})
+        drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+        assert len(drops) == 1 and drops[0].p == pytest.approx(expected)
+        assert model.describe()["paper_dropout"] == 0.5
+        assert model.describe()["dropout"] == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ConfigError, match="dropout"):
+        MODELS.build("gscnn", num_classes=5, **TINY, dropout=1.0)

@@ -40,8 +40,8 @@ from torchvision.ops import Conv2dNormActivation
 from seg_core.backbones.cascaded import set_output_stride
 from seg_core.contract import Segmenter
 from seg_core.layers import build_backbone
-from seg_core.models.deeplab import scaled_rate
-from seg_core.models.deeplab_v3 import TINY_EXAMPLE, AtrousSpatialPyramidPooling, Decoder
+from seg_core.models.deeplab import scaled_dropout, scaled_rate
+from seg_core.models.deeplab_v3 import PAPER_WIDTH, TINY_EXAMPLE, AtrousSpatialPyramidPooling, Decoder
 from seg_core.registry import INPUTS, MODELS, ConfigError
 
 INSTALL = 'Gated-SCNN\'s image gradients need OpenCV: pip install "segbench[gscnn]" (opencv-python-headless)'
@@ -193,7 +193,9 @@ def gscnn(
 ) -> GatedSCNN:
     """Gated-SCNN on a cascaded ResNet (see the module docstring). ``aspp_rates`` are the paper's
     at output stride 8 (12/24/36 on a 100-cell map); ``feature_map`` scales them to a smaller map.
-    ``gated`` and ``image_gradients`` switch off the gates and the Canny input (the ablation)."""
+    ``gated`` and ``image_gradients`` switch off the gates and the Canny input (the ablation).
+    ``dropout`` is the paper's rate after the ASPP projection at 256 channels, scaled to ``width``
+    as DeepLab v3's (:func:`~seg_core.models.deeplab.scaled_dropout`)."""
     if backbone != "cascaded_resnet":
         raise ConfigError("backbone", f"Gated-SCNN runs on 'cascaded_resnet', got {backbone!r}")
     for key, value in (("width", width), ("shape_width", shape_width), ("low_level_channels", low_level_channels),
@@ -202,6 +204,8 @@ def gscnn(
             raise ConfigError(key, f"expected an integer >= 1, got {value}")
     net = build_backbone(backbone, backbone_options)
     set_output_stride(net, output_stride or net.output_stride, multi_grid or net.multi_grid)  # on one pretrained trunk
+    if not 0 <= dropout < 1:
+        raise ConfigError("dropout", f"expected a probability in [0, 1), got {dropout}")
     if len(net.stage_names) < 4:
         raise ConfigError("backbone_options", "the shape stream needs block1-block4")
     names = net.stage_names
@@ -209,10 +213,12 @@ def gscnn(
         net.out_channels[names[0]], [net.out_channels[n] for n in (names[1], names[2], net.top)], shape_width, gated
     )
     rates = [scaled_rate(r, feature_map, paper_feature_map) for r in aspp_rates]
-    aspp = EdgeASPP(net.out_channels[net.top], rates, width, dropout=dropout)
+    used_dropout = scaled_dropout(dropout, width / PAPER_WIDTH)
+    aspp = EdgeASPP(net.out_channels[net.top], rates, width, dropout=used_dropout)
     decoder = Decoder(width, net.out_channels[names[0]], low_level_channels, decoder_convs, decoder_width, 3)
     info = {"output_stride": net.output_stride, "aspp_rates": rates, "paper_aspp_rates": list(aspp_rates),
-            "gated": gated, "image_gradients": image_gradients}  # fmt: skip
+            "gated": gated, "image_gradients": image_gradients, "paper_dropout": dropout,
+            "dropout": round(used_dropout, 6)}  # fmt: skip
     return GatedSCNN(
         net, shape, nn.Conv2d(2 if image_gradients else 1, 1, 1), aspp, decoder,
         nn.Conv2d(decoder.out_channels, num_classes, 1), image_gradients, info,
