@@ -135,9 +135,9 @@ def main_table(table: Table, summary: pd.DataFrame) -> list[str]:
         row = {"variant": r["variant"]}
         for key in spec.report.get("model_info", []):
             value = r[f"info:{key}"]
-            row[f"{key.replace('_', ' ')} ({scale})"] = (
-                "-" if value is None else ", ".join(map(str, value)) if isinstance(value, list) else str(value)
-            )
+            paper = key.startswith("paper_")  # the paper's configuration, not this scale's
+            label = f"{key.removeprefix('paper_').replace('_', ' ')} ({'paper' if paper else scale})"
+            row[label] = "-" if value is None else ", ".join(map(str, value)) if isinstance(value, list) else str(value)
         for column in spec.report.get("complexity", []):
             value = r[f"mini:{column}"]
             row[_count_header(column, scale)] = fmt(value, ".2f") if column.endswith(".macs") else count(value)

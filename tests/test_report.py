@@ -82,6 +82,19 @@ def test_committed_report_matches_committed_results(tmp_path):
         assert page.read_text() == (ROOT / "report" / page.name).read_text(), page.name
 
 
+def test_model_info_columns_say_whose_configuration_they_show():
+    """A ``paper_`` key of report.model_info is the paper's configuration, the others this scale's:
+    the committed DeepLab page (equal to the generator's output, above) heads them so."""
+    header = next(
+        line
+        for line in (ROOT / "report" / "deeplab-fov.md").read_text().splitlines()
+        if line.startswith("| variant ") and "rates" in line
+    )
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert {"rates (paper)", "rates (mini)", "width (mini)"} <= set(columns)
+    assert not any(c.startswith("paper ") and c.endswith("(mini)") for c in columns), columns
+
+
 def test_committed_results_are_complete_and_current():
     """Every spec's mini-scale runs exist for its current configs, none failed, none is stale, and
     all were produced by the current code; every timing spec's items are measured on CPU."""
