@@ -357,6 +357,7 @@ _CHECK = {
     "margin": (float, False),
     "min_rho": (float, False),
     "b_metric": (str, False),
+    "base_metric": (str, False),
 }
 _PAPER_MODEL = {"num_classes": (int, True), "input_size": (list[int], True), "model": (dict, False)}
 _VARIANT_PAPER_MODEL = {"model": (dict, False)}
@@ -648,10 +649,11 @@ def _check_report(doc: Document, report: dict, names: set[str]) -> None:
         if "metric" in check:
             _check_metric(doc, f"{path}.metric", check["metric"])
         if kind == "ordering":
-            for key in ("a", "b", "expect", "margin"):
+            for key in ("a", "b", "expect", "margin", "b_metric", "base_metric"):
                 if key in check:
                     raise doc.error(
-                        f"{path}.{key}", "an ordering check compares every variant; it takes no a, b, expect or margin"
+                        f"{path}.{key}",
+                        "an ordering check compares every variant; it takes no a, b, expect, margin, b_metric or base_metric",
                     )
             if "min_rho" not in check:
                 raise doc.error(
@@ -669,6 +671,14 @@ def _check_report(doc: Document, report: dict, names: set[str]) -> None:
                 )
         if "b_metric" in check:
             _check_metric(doc, f"{path}.b_metric", check["b_metric"])
+        if "base_metric" in check:
+            _check_metric(doc, f"{path}.base_metric", check["base_metric"])
+            if "b_metric" in check:
+                raise doc.error(f"{path}.base_metric", "cannot be combined with b_metric: give one or the other")
+            if check["base_metric"] == check.get("metric"):
+                raise doc.error(
+                    f"{path}.base_metric", f"is the check's own metric {check['metric']!r}: the change would be zero"
+                )
         if normalise_name(check["a"]) == normalise_name(check["b"]) and check.get(
             "b_metric", check.get("metric")
         ) == check.get("metric"):

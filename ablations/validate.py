@@ -407,6 +407,11 @@ def validate_metrics(spec, configs: list[dict]) -> None:
         for i, c in enumerate(spec.report.get("checks", []))
         if "b_metric" in c
     ]
+    uses += [
+        (f"report.checks[{i}].base_metric", c["base_metric"])
+        for i, c in enumerate(spec.report.get("checks", []))
+        if "base_metric" in c
+    ]
     uses += [(f"report.columns[{i}]", c) for i, c in enumerate(spec.report.get("columns", []))]
     for path, metric in uses:
         if metric not in known:

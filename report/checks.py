@@ -54,6 +54,7 @@ class CheckResult:
     missing: str = ""  # incomplete: what is missing
     min_rho: float | None = None  # ordering claims: the rank correlation needed
     b_metric: str | None = None  # pairwise claims reading another metric of b
+    base_metric: str | None = None  # pairwise claims on the change of a - b from base_metric to metric
 
     @property
     def holds(self) -> bool:
@@ -98,10 +99,15 @@ def judge_pairwise(check: dict, metric: str, paper: Mapping[str, Mapping[str, fl
     b_metric = check.get("b_metric", metric)  # b's metric: e.g. the same run before post-processing
     expect = check.get("expect", "greater")
     margin = check.get("margin")
+    base_metric = check.get("base_metric")  # the claim is on how a - b changes from base_metric to metric
     a, b = metric_values(df, check["a"], metric), metric_values(df, check["b"], b_metric)
-    paired = (a - b).dropna()
-    n = len(paired)
+    paired = a - b
     paper_delta = paper_value(paper, check["a"], metric) - paper_value(paper, check["b"], b_metric)
+    if base_metric is not None:
+        paired = paired - (metric_values(df, check["a"], base_metric) - metric_values(df, check["b"], base_metric))
+        paper_delta -= paper_value(paper, check["a"], base_metric) - paper_value(paper, check["b"], base_metric)
+    paired = paired.dropna()
+    n = len(paired)
     result = CheckResult(
         check["claim"],
         "pairwise",
@@ -118,6 +124,7 @@ def judge_pairwise(check: dict, metric: str, paper: Mapping[str, Mapping[str, fl
         math.nan,
         INCOMPLETE,
         b_metric=b_metric,
+        base_metric=base_metric,
     )
     if n < 2:
         not_run = [name for name, values in ((check["a"], a), (check["b"], b)) if len(values) == 0]
@@ -210,8 +217,9 @@ def describe(r: CheckResult) -> str:
     if r.kind == "ordering":
         return f"{r.claim}: {r.outcome} (rank correlation with the paper {r.delta:.2f}, needs >= {r.min_rho:g})"
     paper = "" if math.isnan(r.paper_delta) else f", vs paper {r.paper_delta:+.1f}"  # qualitative claims have none
+    measure = r.metric if r.base_metric is None else f"{r.metric} gap minus {r.base_metric} gap"
     text = (
-        f"{r.claim}: {r.outcome} ({r.metric} {r.delta:+.2f} points, {100 * CI_LEVEL:g}% CI "
+        f"{r.claim}: {r.outcome} ({measure} {r.delta:+.2f} points, {100 * CI_LEVEL:g}% CI "
         f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]{paper})"
     )
     if r.outcome == UNDECIDED:

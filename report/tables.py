@@ -198,11 +198,14 @@ def claims_table(results: list[CheckResult]) -> list[str]:
                 "-",
             )
         else:
-            compared = (
-                f"{r.a} vs {r.b}"
-                if r.b_metric in (None, r.metric)
-                else f"{r.a}: {metric_name(r.metric)} vs {metric_name(r.b_metric)}"
-            )
+            if r.base_metric is not None:
+                compared = (
+                    f"{r.a} vs {r.b}: the gap in {metric_name(r.metric)} minus the gap in {metric_name(r.base_metric)}"
+                )
+            elif r.b_metric in (None, r.metric):
+                compared = f"{r.a} vs {r.b}"
+            else:
+                compared = f"{r.a}: {metric_name(r.metric)} vs {metric_name(r.b_metric)}"
             paper = fmt(r.paper_delta, "+.1f")
             ours = "-" if r.n == 0 else f"{r.delta:+.2f} ± {fmt(r.delta_sd, '.2f')} (n={r.n})"
             ci = "-" if math.isnan(r.ci_low) else f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]"

@@ -18,6 +18,7 @@ from report.checks import CheckResult, describe, judge_all, t_interval, table_ve
 from report.generate import generate
 from report.generate import main as report_main
 from report.load import ReportInputError
+from report.tables import claims_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -170,6 +171,34 @@ def test_claim_outcomes_on_constructed_seed_sets(expect, diffs, margin, outcome)
     assert r.paper_delta == pytest.approx(1.0) and r.n == 3
     assert r.delta == pytest.approx(sum(diffs) / 3)
     assert r.ci_low < r.delta < r.ci_high or r.ci_low == r.ci_high
+
+
+def test_a_base_metric_judges_how_the_lead_changes_between_two_metrics():
+    """``base_metric``: per seed, (a - b in metric) - (a - b in base_metric). Here a leads by 5 at
+    the base metric and by 2 at the other on every seed: a "the lead grows" claim is reversed
+    (-3), although a is ahead on both metrics."""
+    rows = [
+        {
+            "variant": v,
+            "seed": s,
+            "metrics": {"crop0_miou": (b + lead0) / 100, "crop400_miou": (b - 10 + lead400) / 100},
+        }
+        for s, b in enumerate(B)
+        for v, lead0, lead400 in (("b", 0.0, 0.0), ("a", 5.0 + 0.1 * s, 2.0))
+    ]
+    spec = _check_spec(metric="crop400_miou")
+    spec["report"]["checks"][0]["base_metric"] = "crop0_miou"
+    spec["variants"] = [
+        {"name": "b", "paper": {"crop0_miou": 78.8, "crop400_miou": 63.6}},
+        {"name": "a", "paper": {"crop0_miou": 80.9, "crop400_miou": 69.2}},
+    ]
+    (r,) = _judge(spec, pd.DataFrame(rows))
+    assert r.delta == pytest.approx(-3.1) and r.n == 3
+    assert r.outcome == "reversed"
+    assert r.paper_delta == pytest.approx((69.2 - 63.6) - (80.9 - 78.8))
+    assert "crop400_miou gap minus crop0_miou gap -3.10 points" in describe(r)
+    table = "\n".join(claims_table([r]))
+    assert "the gap in" in table and "minus the gap in" in table
 
 
 def test_t_interval_matches_the_textbook():

@@ -114,6 +114,27 @@ CASES = [
         "report.checks[0].margin",
         "similar",
     ),
+    (
+        "check with an unknown base metric",
+        "x_default = 1",
+        CHECK.format(a="k=5", expect="greater", metric="miou") + '\nbase_metric = "f1"',
+        "report.checks[0].base_metric",
+        "a metric the runs produce",
+    ),
+    (
+        "base metric with b_metric",
+        "x_default = 1",
+        CHECK.format(a="k=5", expect="greater", metric="miou") + '\nbase_metric = "mean_acc"\nb_metric = "mean_acc"',
+        "report.checks[0].base_metric",
+        "cannot be combined with b_metric",
+    ),
+    (
+        "base metric equal to the check's metric",
+        "x_default = 1",
+        CHECK.format(a="k=5", expect="greater", metric="miou") + '\nbase_metric = "miou"',
+        "report.checks[0].base_metric",
+        "the change would be zero",
+    ),
     ("ordering check without min_rho", "min_rho = 0.5", "", "report.checks[1].min_rho", "rank correlation"),
     (
         "ordering check naming variants",
