@@ -345,6 +345,7 @@ _REPORT = {
     "series": (str, False),
     "series_labels": (dict, False),
     "beyond": (str, False),  # the spec (paper table) whose explanation this one tests beyond the paper
+    "plot": (str, False),  # "columns": the figure runs along report.columns, one line per variant
 }
 _TIMING_REPORT = {"notes": (str, False), "discussion": (str, False)}
 _CHECK = {
@@ -696,6 +697,10 @@ def _check_report(doc: Document, report: dict, names: set[str]) -> None:
             raise doc.error(f"{path}.margin", f"expected a positive number of points, got {check['margin']!r}")
         if expect != "similar" and "margin" in check:
             raise doc.error(f"{path}.margin", 'applies to expect = "similar" only')
+    if "plot" in report and report["plot"] != "columns":
+        raise doc.error("report.plot", f'expected "columns" (the figure along report.columns), got {report["plot"]!r}')
+    if report.get("plot") == "columns" and len(report.get("columns", [])) < 2:
+        raise doc.error("report.plot", '"columns" needs at least two report.columns to draw along')
     for i, column in enumerate(report.get("columns", [])):
         _check_metric(doc, f"report.columns[{i}]", column)
     for key in ("complexity", "paper_complexity"):

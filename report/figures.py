@@ -1,5 +1,7 @@
 """A page's figure: paper vs ours along the spec's ``report.x`` (one line per ``report.series``
-value when given), or per variant. Error bars are the sample sd over seeds (seaborn,
+value when given), along the page's ``report.columns`` (``report.plot = "columns"``: one line
+per variant, for a metric measured at several settings of one run, e.g. crop factors or
+boundary tolerances), or per variant. Error bars are the sample sd over seeds (seaborn,
 ``errorbar="sd"``: deterministic); seeds are spread without random jitter, so the same results
 give the same bytes."""
 
@@ -51,7 +53,9 @@ def figure(table: Table, summary: pd.DataFrame, path: Path) -> bool:
     plt = plotting.pyplot()
     report = table.spec.report
     runs = _long(table)
-    if report.get("x") and report.get("series"):
+    if report.get("plot") == "columns":
+        fig = _columns(table, runs, plt)
+    elif report.get("x") and report.get("series"):
         fig = _series(table, summary, runs, plt)
     elif report.get("x") and runs["x"].notna().all():
         fig = _sweep(table, summary, runs, plt)
@@ -129,6 +133,51 @@ def _series(table, summary, runs, plt):
         ax.set_ylabel(f"{metric_name(spec.metric)} (%)")
         ax.set_xticks(sorted(s["x"].unique()))
         ax.legend(fontsize=9, title=None)
+    return fig
+
+
+def _columns(table, runs, plt):
+    """Paper (left) and ours (right) along the page's columns, one line per variant."""
+    import seaborn as sns
+
+    spec = table.spec
+    paper_label, ours_label = _labels(table)
+    columns = list(spec.report["columns"])
+    ran = list(dict.fromkeys(runs["variant"]))
+    palette = dict(zip(ran, sns.color_palette("tab10")))
+    ours = pd.DataFrame(
+        [
+            {"variant": r.variant, "x": i, "value": 100 * r.metrics.get(c, np.nan)}
+            for r in runs.itertuples()
+            for i, c in enumerate(columns)
+        ]
+    )
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    for variant in spec.variants:
+        points = [(i, variant.paper[c]) for i, c in enumerate(columns) if c in variant.paper]
+        if variant.name in palette and points:
+            ax1.plot(*zip(*points), "o-", color=palette[variant.name], label=variant.name)
+    sns.lineplot(
+        data=ours,
+        x="x",
+        y="value",
+        hue="variant",
+        hue_order=ran,
+        palette=palette,
+        errorbar="sd",
+        err_style="bars",
+        marker="o",
+        ax=ax2,
+    )
+    ax1.set_title(paper_label)
+    ax2.set_title(ours_label)
+    for ax in (ax1, ax2):
+        ax.set_xticks(range(len(columns)))
+        ax.set_xticklabels([metric_name(c) for c in columns])
+        ax.set_xlabel(spec.report.get("x_label", ""))
+        ax.set_ylabel("value (%)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=9, title=None)
     return fig
 
 

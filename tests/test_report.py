@@ -14,6 +14,7 @@ from conftest import cli_args
 from scipy import stats
 
 from ablations.cli import main
+from report import figures as report_figures
 from report.checks import CheckResult, describe, judge_all, t_interval, table_verdict
 from report.generate import generate
 from report.generate import main as report_main
@@ -44,6 +45,29 @@ def test_end_to_end_spec_to_results_to_report(tiny):
     before = {p: p.read_bytes() for p in written}
     generate(tiny["specs"], tiny["results"], out)
     assert {p: p.read_bytes() for p in written} == before  # deterministic
+
+
+def test_a_columns_figure_draws_each_variant_along_the_pages_columns(tiny, monkeypatch):
+    """``report.plot = "columns"``: paper and ours along report.columns, one line per variant."""
+    assert main(cli_args(tiny, "run", "tiny", "--seeds", "0", "1")) == 0
+    text = tiny["spec"].read_text()
+    text = text.replace(
+        'x = "model.k"\nx_label = "k"', 'plot = "columns"\nx_label = "metric"\ncolumns = ["miou", "mean_acc"]'
+    )
+    text = text.replace("paper.miou = 70.1", "paper = { miou = 70.1, mean_acc = 80.0 }")
+    tiny["spec"].write_text(text)
+    figures = []
+    monkeypatch.setattr(report_figures.plotting, "save", lambda fig, path: figures.append(fig))
+    generate(tiny["specs"], tiny["results"], tiny["root"] / "report")
+    (fig,) = figures
+    paper_ax, ours_ax = fig.axes[:2]
+    assert [t.get_text() for t in ours_ax.get_xticklabels()] == ["mIoU", "mean acc."]
+    drawn = {line.get_label(): len(line.get_xydata()) for line in paper_ax.get_lines()}
+    assert drawn == {"baseline": 1, "k=3": 2, "k=5": 1}  # only k=3 has a paper mean_acc
+    assert {t.get_text() for t in ours_ax.get_legend().get_texts()} == {"baseline", "k=3", "k=5"}
+    tiny["spec"].write_text(text.replace('plot = "columns"', 'plot = "lines"'))
+    _, errors = generate(tiny["specs"], tiny["results"], tiny["root"] / "report")
+    assert any("report.plot" in str(e) and "'lines'" in str(e) for e in errors)
 
 
 def test_report_without_results_says_not_run(tiny):
