@@ -114,18 +114,7 @@ def _series(table, summary, runs, plt):
     for name, group in s.groupby("series", sort=False):
         g = group.sort_values("x")
         ax1.plot(g["x"], g["paper"], "o-" if len(g) > 1 else "s", color=palette[name], label=name)
-    sns.lineplot(
-        data=runs,
-        x="x",
-        y="value",
-        hue="series",
-        hue_order=list(palette),
-        palette=palette,
-        errorbar="sd",
-        err_style="bars",
-        marker="o",
-        ax=ax2,
-    )
+    _ours_lines(runs, "series", palette, ax2)
     ax1.set_title(paper_label)
     ax2.set_title(ours_label)
     for ax in (ax1, ax2):
@@ -157,18 +146,7 @@ def _columns(table, runs, plt):
         points = [(i, variant.paper[c]) for i, c in enumerate(columns) if c in variant.paper]
         if variant.name in palette and points:
             ax1.plot(*zip(*points), "o-", color=palette[variant.name], label=variant.name)
-    sns.lineplot(
-        data=ours,
-        x="x",
-        y="value",
-        hue="variant",
-        hue_order=ran,
-        palette=palette,
-        errorbar="sd",
-        err_style="bars",
-        marker="o",
-        ax=ax2,
-    )
+    _ours_lines(ours, "variant", palette, ax2)
     ax1.set_title(paper_label)
     ax2.set_title(ours_label)
     for ax in (ax1, ax2):
@@ -179,6 +157,16 @@ def _columns(table, runs, plt):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=9, title=None)
     return fig
+
+
+def _ours_lines(data: pd.DataFrame, hue: str, palette: dict, ax) -> None:
+    """Our values along x, one line per ``hue`` value in ``palette``'s order, mean ± sd bars."""
+    import seaborn as sns
+
+    sns.lineplot(
+        data=data, x="x", y="value", hue=hue, hue_order=list(palette), palette=palette,
+        errorbar="sd", err_style="bars", marker="o", ax=ax,
+    )  # fmt: skip
 
 
 def _variants(table, summary, runs, plt):
