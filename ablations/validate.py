@@ -285,6 +285,10 @@ def validate_run(config: dict, locate: Locate) -> None:
     for i, family in enumerate(ev.get("metrics", [])):
         if family not in METRIC_FAMILIES:
             raise c.fail("eval.metrics", f"item {i}: expected one of {METRIC_FAMILIES.names()}, got {family!r}")
+        try:  # a family that cannot read this dataset's classes fails here, not after training
+            METRIC_FAMILIES.build(family, num_classes=len(class_names))
+        except ConfigError as e:
+            raise c.fail("eval.metrics", f"item {i}: {e.message} (dataset {data['name']!r})") from None
     for name in EVALUATIONS:  # evaluations after the run's own, each under the eval key of its name
         if name in ev:
             try:

@@ -100,13 +100,7 @@ freeze_backbone = true
 batch_size = 2
 """
 
-TINY_ICNET_PAPER = """
-# A few steps of the paper scale on a tiny Cityscapes tree: the trunk at 1/8 width from a
-# checkpoint the test writes, 64x128 crops and images.
-[scales.paper.model]
-backbone_options = { width = 0.125 }
-[scales.paper.pretrain]
-checkpoint = "{checkpoint}"
+TINY_CITYSCAPES_RUN = """
 [scales.paper.data]
 crop_size = [64, 128]
 train_images = 4
@@ -116,9 +110,20 @@ steps = 2
 batch_size = 2
 device = "cpu"
 workers = 0
+"""  # a few steps of a Cityscapes paper scale on the tree write_cityscapes makes (64x128 images)
+
+TINY_ICNET_PAPER = (
+    """
+# ICNet's paper scale on a tiny Cityscapes tree: the trunk at 1/8 width from a checkpoint the test writes.
+[scales.paper.model]
+backbone_options = { width = 0.125 }
+[scales.paper.pretrain]
+checkpoint = "{checkpoint}"
 [scales.paper.eval]
 batch_size = 1
 """
+    + TINY_CITYSCAPES_RUN
+)
 
 
 def tiny_specs(dest: Path, spec_id: str, delta: str) -> Path:
@@ -148,3 +153,17 @@ def fake_imagenet_weights(torch_home: Path, arch: str = "resnet18", enum_name: s
     torch.manual_seed(0)
     torch.save(torchvision.models.get_model(arch, weights=None).state_dict(), path)
     return path
+
+
+TINY_GSCNN_PAPER = (
+    """
+# Gated-SCNN's paper scale on a tiny Cityscapes tree: the cascaded trunk at 1/16 width from
+# scratch (no ImageNet weights here), narrow heads.
+[scales.paper.model]
+backbone_options = { width = 0.0625 }
+width = 16
+low_level_channels = 6
+decoder_width = 16
+"""
+    + TINY_CITYSCAPES_RUN
+)

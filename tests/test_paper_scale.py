@@ -17,6 +17,7 @@ import pytest
 import torch
 from paper_trees import (
     TINY_GCN_PAPER,
+    TINY_GSCNN_PAPER,
     TINY_ICNET_PAPER,
     fake_imagenet_weights,
     tiny_specs,
@@ -184,6 +185,64 @@ def test_icnet_paper_scale_end_to_end_from_a_trunk_checkpoint(tmp_path, capsys):
     written, errors = generate(specs, results, tmp_path / "report")
     page = (tmp_path / "report" / "icnet-branches-paper.md").read_text()
     assert not errors and "Cityscapes" in page and "sub124" in page
+
+
+def _tiny_gscnn_specs(dest: Path, delta: str = "") -> Path:
+    """gscnn-miou with its paper protocol shrunk; the trunk starts from scratch (no ImageNet
+    weights in a test: ``pretrained`` is taken out of the copied base)."""
+    specs = tiny_specs(dest, "gscnn-miou", TINY_GSCNN_PAPER + delta)
+    base = specs / "_base" / "gscnn-paper.toml"
+    text = base.read_text()
+    assert ', pretrained = "IMAGENET1K_V1"' in text
+    base.write_text(text.replace(', pretrained = "IMAGENET1K_V1"', ""))
+    return specs
+
+
+def test_gscnn_paper_scale_end_to_end_on_cityscapes_with_its_class_groups(tmp_path, capsys):
+    """The Gated-SCNN protocol on Cityscapes: Canny on the raw images, boundary targets, the
+    boundary F-score, the crop evaluation and the Cityscapes class groups all run."""
+    root = write_cityscapes(tmp_path / "cs")
+    specs = _tiny_gscnn_specs(tmp_path / "specs")
+    results = tmp_path / "results"
+    code = main(["--specs", str(specs), "--results", str(results), "run", "gscnn-miou", "--scale", "paper",
+                 "--data-root", str(root), "--variant", "Gated-SCNN"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    (path,) = (results / "gscnn-miou" / "paper").glob("gated-scnn--seed0--*.json")
+    record = json.loads(path.read_text())
+    assert record["config"]["model"]["shape_width"] == 64 and record["config"]["model"]["output_stride"] == 8
+    metrics = record["metrics"]
+    for name in ("large_miou", "thin_miou", "small_miou", "bf_3px", "crop400_miou"):
+        assert name in metrics, name
+    assert "seg_core/class_groups.py" in record["provenance"]["code"]
+
+
+def test_the_cityscapes_groups_are_named_classes_and_refuse_another_dataset():
+    from seg_core.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_GROUPS
+    from seg_core.registry import METRIC_FAMILIES, ConfigError
+
+    label = torch.arange(19, dtype=torch.uint8).reshape(1, 1, 19)
+    pred = label.clone().long()
+    pole, road = CITYSCAPES_CLASSES.index("pole"), CITYSCAPES_CLASSES.index("road")
+    pred[0, 0, pole] = road  # the pole pixel called road: pole IoU 0, road IoU 1/2
+    family = METRIC_FAMILIES.build("cityscapes_groups", num_classes=19)
+    family.update(pred, {"label": label})
+    scores = family.summary()
+    assert scores["thin_miou"] == pytest.approx(3 / 4)  # pole 0; fence, traffic light, traffic sign 1
+    assert scores["large_miou"] == pytest.approx((0.5 + 6) / 7) and scores["small_miou"] == 1.0
+    assert {"pole", "traffic light"} <= set(CITYSCAPES_GROUPS["thin"])
+    with pytest.raises(ConfigError, match="19 classes"):
+        METRIC_FAMILIES.build("cityscapes_groups", num_classes=8)
+
+
+def test_a_metric_family_that_cannot_read_the_datasets_classes_fails_at_validation(tmp_path, capsys):
+    """streets_groups on Cityscapes is refused before any training, naming the key and dataset."""
+    root = write_cityscapes(tmp_path / "cs")
+    specs = _tiny_gscnn_specs(tmp_path / "specs", '[scales.paper.eval]\nmetrics = ["streets_groups"]\n')
+    code = main(["--specs", str(specs), "--results", str(tmp_path / "r"), "run", "gscnn-miou", "--scale", "paper",
+                 "--data-root", str(root), "--variant", "Gated-SCNN"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "eval.metrics" in err and "streets_groups reads the 8 streets classes, got 19" in err
+    assert "'cityscapes'" in err and not (tmp_path / "r" / "gscnn-miou").exists()
 
 
 def test_a_trunk_checkpoint_that_does_not_fit_is_refused_before_training(tmp_path, capsys):

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seg_core.class_groups import GROUP_METRICS, ClassGroupMIoU
 from seg_core.data.augment import IGNORE, JointAugment, LabelledImageFiles
 from seg_core.data.checks import DataError
-from seg_core.registry import DATASETS
+from seg_core.registry import DATASETS, METRIC_FAMILIES
 
 LAYOUT = """<root>/leftImg8bit/{train,val}/<city>/<name>_leftImg8bit.png
 <root>/gtFine/{train,val}/<city>/<name>_gtFine_labelIds.png"""
@@ -71,6 +72,23 @@ CITYSCAPES_CLASSES = (
     "motorcycle",
     "bicycle",
 )  # fmt: skip  (the trainId order of the official table; checked against it in the tests)
+
+# Gated-SCNN's "thin and small classes" on Cityscapes (``eval.metrics = ["cityscapes_groups"]``):
+# thin = poles and what is mounted on them, plus fences (the paper's largest per-class gains:
+# pole, traffic light, traffic sign); small = the countable road users smaller than a truck;
+# large = the stuff regions. Truck, bus and train are in no group. The streets groups of the mini
+# scale (seg_core.data.streets) are the same kinds drawn from its eight classes.
+CITYSCAPES_GROUPS = {
+    "large": ("road", "sidewalk", "building", "wall", "vegetation", "terrain", "sky"),
+    "thin": ("pole", "fence", "traffic light", "traffic sign"),
+    "small": ("person", "rider", "car", "motorcycle", "bicycle"),
+}
+
+
+@METRIC_FAMILIES.register("cityscapes_groups", metrics=GROUP_METRICS)
+def cityscapes_groups(*, num_classes: int) -> ClassGroupMIoU:
+    """``large_miou``, ``thin_miou``, ``small_miou`` over :data:`CITYSCAPES_GROUPS`."""
+    return ClassGroupMIoU(CITYSCAPES_CLASSES, CITYSCAPES_GROUPS, num_classes, family="cityscapes_groups")
 
 
 def read_train_ids(path: Path) -> torch.Tensor:
