@@ -359,6 +359,7 @@ _CHECK = {
     "min_rho": (float, False),
     "b_metric": (str, False),
     "base_metric": (str, False),
+    "ours": (bool, False),  # our question beyond the paper: judged and shown, not counted in the paper's verdict
 }
 _PAPER_MODEL = {"num_classes": (int, True), "input_size": (list[int], True), "model": (dict, False)}
 _VARIANT_PAPER_MODEL = {"model": (dict, False)}
@@ -644,6 +645,11 @@ def _check_report(doc: Document, report: dict, names: set[str]) -> None:
     for i, check in enumerate(checks):
         path = f"report.checks[{i}]"
         check_table(doc, path, check, _CHECK)
+        if i == len(checks) - 1 and all(c.get("ours", False) is True for c in checks):
+            raise doc.error(
+                f"{path}.ours",
+                "every check is ours: a page is judged on the paper's claims, so at least one check must be the paper's",
+            )
         kind = check.get("kind", "pairwise")
         if kind not in CHECK_KINDS:
             raise doc.error(f"{path}.kind", f"expected one of {list(CHECK_KINDS)}, got {kind!r}")

@@ -55,6 +55,7 @@ class CheckResult:
     min_rho: float | None = None  # ordering claims: the rank correlation needed
     b_metric: str | None = None  # pairwise claims reading another metric of b
     base_metric: str | None = None  # pairwise claims on the change of a - b from base_metric to metric
+    ours: bool = False  # our question beyond the paper: not counted in the table's verdict
 
     @property
     def holds(self) -> bool:
@@ -200,8 +201,11 @@ def judge(check: dict, metric: str, paper: Mapping[str, Mapping[str, float]], df
     """One claim. ``metric`` is the table's (a check may name another); ``paper`` maps each
     variant, in the table's order, to the paper's figures; ``df`` holds our runs."""
     if check.get("kind", "pairwise") == "ordering":
-        return judge_ordering(check, metric, paper, df)
-    return judge_pairwise(check, metric, paper, df)
+        result = judge_ordering(check, metric, paper, df)
+    else:
+        result = judge_pairwise(check, metric, paper, df)
+    result.ours = bool(check.get("ours", False))
+    return result
 
 
 def judge_all(
@@ -240,7 +244,16 @@ class TableVerdict:
 
 
 def table_verdict(results: list[CheckResult]) -> TableVerdict:
-    """One label for a table from its claims' outcomes."""
+    """One label for a table from the paper's claims' outcomes; our own questions (``ours``)
+    follow the label in one sentence and never change it."""
+    verdict = _paper_verdict([r for r in results if not r.ours])
+    ours = [r for r in results if r.ours]
+    if ours:
+        verdict.sentence += ". Beyond the paper (not counted): " + "; ".join(describe(r) for r in ours)
+    return verdict
+
+
+def _paper_verdict(results: list[CheckResult]) -> TableVerdict:
     counts = {o: sum(r.outcome == o for r in results) for o in (HOLDS, REVERSED, DIFFERS, UNDECIDED, INCOMPLETE)}
     total = len(results)
     if counts[INCOMPLETE]:

@@ -218,7 +218,7 @@ def claims_table(results: list[CheckResult]) -> list[str]:
             outcome += f" ({r.missing})"
         rows.append(
             {
-                "claim": r.claim,
+                "claim": f"{r.claim} *(ours: not counted in the verdict)*" if r.ours else r.claim,
                 "compared": compared,
                 "metric": metric_name(r.metric),
                 "Δ paper": paper,

@@ -291,6 +291,17 @@ def test_table_verdict_labels(outcomes, label):
     assert table_verdict([_result(o) for o in outcomes]).label == label
 
 
+def test_our_own_questions_are_described_but_never_change_the_papers_verdict():
+    paper = [_result("holds"), _result("holds")]
+    ours = replace(_result("reversed"), claim="our question", ours=True)
+    verdict = table_verdict([*paper, ours])
+    assert verdict.label == "reproduced" and verdict.sentence.startswith("reproduced: all 2 claims hold")
+    assert "Beyond the paper (not counted): our question: reversed" in verdict.sentence
+    assert table_verdict([_result("undecided"), replace(ours, outcome="holds")]).label == "undecided"
+    (row,) = [line for line in "\n".join(claims_table([ours])).splitlines() if line.startswith("| our question")]
+    assert "*(ours: not counted in the verdict)*" in row
+
+
 CLAIMS_SPEC = """
 id = "tiny-claims"
 title = "Tiny claims"

@@ -152,6 +152,14 @@ CASES = [
         "at least one",
     ),
     (
+        "every check is ours",
+        'b = "baseline"\n\n[[report.checks]]\nclaim = "the variants rank as in the paper"\nkind = "ordering"\nmin_rho = 0.5\n',
+        'b = "baseline"\nours = true\n\n[[report.checks]]\nclaim = "the variants rank as in the paper"\nkind = "ordering"\n'
+        "min_rho = 0.5\nours = true\n",
+        "report.checks[1].ours",
+        "at least one check must be the paper's",
+    ),
+    (
         "variant paper_model without the top-level one",
         "paper.miou = 71.1",
         "paper.miou = 71.1\npaper_model.model.k = 7",
