@@ -492,6 +492,21 @@ def test_timing_spec_page_puts_our_ratios_beside_the_papers(tmp_path):
         generate(specs, results, tmp_path / "report")
 
 
+def test_a_timing_page_without_paper_figures_is_measured_not_incomplete():
+    from types import SimpleNamespace
+
+    from report.timing import verdict
+
+    spec = SimpleNamespace(compare="speedup", agree_factor=1.25)
+    table = pd.DataFrame(
+        {"item": ["a", "b"], "measured": [True, True], "agreement": ["reference", "-"], "paper_ratio": [1.0, math.nan]}
+    )
+    assert verdict(spec, table)[0] == "measured"  # the paper gives no figure: nothing is missing
+    with_figure = table.assign(paper_ratio=[1.0, 2.0], measured=[True, False])
+    assert verdict(spec, with_figure)[0] == "incomplete"  # a figure to judge against, not measured yet
+    assert verdict(spec, table.assign(measured=[False, False]))[0] == "no results"
+
+
 def test_holdout_split_is_held_out_of_training_and_can_be_judged_on(tiny):
     """Runs evaluate on the images after their training images in the train stream (never trained
     on) as well as on val; the side report judges on those, and refuses to overwrite report/."""
