@@ -645,11 +645,6 @@ def _check_report(doc: Document, report: dict, names: set[str]) -> None:
     for i, check in enumerate(checks):
         path = f"report.checks[{i}]"
         check_table(doc, path, check, _CHECK)
-        if i == len(checks) - 1 and all(c.get("ours", False) is True for c in checks):
-            raise doc.error(
-                f"{path}.ours",
-                "every check is ours: a page is judged on the paper's claims, so at least one check must be the paper's",
-            )
         kind = check.get("kind", "pairwise")
         if kind not in CHECK_KINDS:
             raise doc.error(f"{path}.kind", f"expected one of {list(CHECK_KINDS)}, got {kind!r}")
@@ -703,6 +698,11 @@ def _check_report(doc: Document, report: dict, names: set[str]) -> None:
             raise doc.error(f"{path}.margin", f"expected a positive number of points, got {check['margin']!r}")
         if expect != "similar" and "margin" in check:
             raise doc.error(f"{path}.margin", 'applies to expect = "similar" only')
+    if all(check.get("ours", False) is True for check in checks):
+        raise doc.error(
+            f"report.checks[{len(checks) - 1}].ours",
+            "every check is ours: a page is judged on the paper's claims, so at least one check must be the paper's",
+        )
     if "plot" in report and report["plot"] != "columns":
         raise doc.error("report.plot", f'expected "columns" (the figure along report.columns), got {report["plot"]!r}')
     if report.get("plot") == "columns" and len(report.get("columns", [])) < 2:

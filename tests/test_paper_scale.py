@@ -164,6 +164,12 @@ def test_gcn_paper_scale_end_to_end_with_weights_from_the_hub_cache_and_the_repo
     assert "paper" in page.read_text()
 
 
+def _run_paper(specs: Path, results: Path, spec_id: str, data_root: Path, variant: str) -> int:
+    """``python -m ablations run <spec_id> --scale paper`` for one variant; the exit code."""
+    return main(["--specs", str(specs), "--results", str(results), "run", spec_id, "--scale", "paper",
+                 "--data-root", str(data_root), "--variant", variant])  # fmt: skip
+
+
 def test_icnet_paper_scale_end_to_end_from_a_trunk_checkpoint(tmp_path, capsys):
     from seg_core.registry import BACKBONES
 
@@ -172,8 +178,7 @@ def test_icnet_paper_scale_end_to_end_from_a_trunk_checkpoint(tmp_path, capsys):
     torch.save(BACKBONES.build("dilated_resnet50", width=0.125).state_dict(), checkpoint)
     specs = tiny_specs(tmp_path / "specs", "icnet-branches", TINY_ICNET_PAPER.replace("{checkpoint}", str(checkpoint)))
     results = tmp_path / "results"
-    code = main(["--specs", str(specs), "--results", str(results), "run", "icnet-branches", "--scale", "paper",
-                 "--data-root", str(root), "--variant", "sub124"])  # fmt: skip
+    code = _run_paper(specs, results, "icnet-branches", root, "sub124")
     assert code == 0, capsys.readouterr().err
     (path,) = (results / "icnet-branches" / "paper").glob("sub124--seed0--*.json")
     record = json.loads(path.read_text())
@@ -204,8 +209,7 @@ def test_gscnn_paper_scale_end_to_end_on_cityscapes_with_its_class_groups(tmp_pa
     root = write_cityscapes(tmp_path / "cs")
     specs = _tiny_gscnn_specs(tmp_path / "specs")
     results = tmp_path / "results"
-    code = main(["--specs", str(specs), "--results", str(results), "run", "gscnn-miou", "--scale", "paper",
-                 "--data-root", str(root), "--variant", "Gated-SCNN"])  # fmt: skip
+    code = _run_paper(specs, results, "gscnn-miou", root, "Gated-SCNN")
     assert code == 0, capsys.readouterr().err
     (path,) = (results / "gscnn-miou" / "paper").glob("gated-scnn--seed0--*.json")
     record = json.loads(path.read_text())
@@ -238,8 +242,7 @@ def test_a_metric_family_that_cannot_read_the_datasets_classes_fails_at_validati
     """streets_groups on Cityscapes is refused before any training, naming the key and dataset."""
     root = write_cityscapes(tmp_path / "cs")
     specs = _tiny_gscnn_specs(tmp_path / "specs", '[scales.paper.eval]\nmetrics = ["streets_groups"]\n')
-    code = main(["--specs", str(specs), "--results", str(tmp_path / "r"), "run", "gscnn-miou", "--scale", "paper",
-                 "--data-root", str(root), "--variant", "Gated-SCNN"])  # fmt: skip
+    code = _run_paper(specs, tmp_path / "r", "gscnn-miou", root, "Gated-SCNN")
     err = capsys.readouterr().err
     assert code == 2 and "eval.metrics" in err and "streets_groups reads the 8 streets classes, got 19" in err
     assert "'cityscapes'" in err and not (tmp_path / "r" / "gscnn-miou").exists()
@@ -252,8 +255,7 @@ def test_a_trunk_checkpoint_that_does_not_fit_is_refused_before_training(tmp_pat
     checkpoint = tmp_path / "trunk.pt"
     torch.save(BACKBONES.build("dilated_resnet50", width=0.25).state_dict(), checkpoint)  # wrong width
     specs = tiny_specs(tmp_path / "specs", "icnet-branches", TINY_ICNET_PAPER.replace("{checkpoint}", str(checkpoint)))
-    code = main(["--specs", str(specs), "--results", str(tmp_path / "r"), "run", "icnet-branches", "--scale",
-                 "paper", "--data-root", str(root), "--variant", "sub124"])  # fmt: skip
+    code = _run_paper(specs, tmp_path / "r", "icnet-branches", root, "sub124")
     err = capsys.readouterr().err
     assert code == 2 and "trunk.pt: does not fit backbone dilated_resnet50" in err
     assert not (tmp_path / "r" / "icnet-branches" / "paper").exists()
