@@ -214,10 +214,10 @@ def _submit(args, spec) -> int:
     runs = _expand(args, spec)
     if spec.study.get("search"):  # search runs first; once all are done, the final runs
         from ablations.runner import plan
-        from ablations.study import choices
+        from ablations.study import settle
 
-        if not plan(runs)[1]:
-            runs = _expand(args, spec, choices(spec, runs))
+        if not plan(runs)[1]:  # a final run that failed gives way to the next best setting: run again
+            runs = _expand(args, spec, settle(spec, runs, lambda c: _expand(args, spec, c))[0])
         else:
             print("the search runs go first: run the same command again when they are done", file=sys.stderr)
     if args.dry_run:
@@ -305,24 +305,41 @@ def main(argv: list[str] | None = None) -> int:
         )
         result = run_sweep(runs, **sweep)
         if spec.study.get("search"):  # the final runs: each (variant, seed) at its chosen setting
-            from ablations.study import choices
+            from ablations.study import failed_finals, settle
 
-            chosen = choices(spec, runs)
-            print(f"{spec.id}: search done, running the {len(chosen)} chosen settings", file=sys.stderr)
-            final = _expand(args, spec, chosen)
-            second = run_sweep(final, **sweep)
-            result.ran, result.reused, result.skipped = (
-                result.ran + second.ran,
-                result.reused + second.reused,
-                result.skipped + second.skipped,
-            )
-            result.failed += second.failed
-            result.failed_paths += second.failed_paths
-        if spec.study:  # a setting that diverged is an outcome of the search, not a failure of the sweep
-            from ablations.study import choices
+            while True:  # a chosen setting whose final run fails gives way to the next best (ablations.study)
+                chosen, excluded = settle(spec, runs, lambda c: _expand(args, spec, c))
+                fallback = sum(map(len, excluded.values()))
+                print(
+                    f"{spec.id}: search done, running the {len(chosen)} chosen settings"
+                    + (
+                        f" ({fallback} chosen before failed in the final run: the next best instead)"
+                        if fallback
+                        else ""
+                    ),
+                    file=sys.stderr,
+                )
+                final = _expand(args, spec, chosen)
+                second = run_sweep(final, **sweep)
+                result.ran, result.reused, result.skipped = (
+                    result.ran + second.ran,
+                    result.reused + second.reused,
+                    result.skipped + second.skipped,
+                )
+                result.failed += second.failed
+                result.failed_paths += second.failed_paths
+                if not failed_finals(final):
+                    break
+        if spec.study:  # a setting that failed is an outcome of the search, not a failure of the sweep
+            from ablations.study import settle
 
-            settled = choices(spec, runs)
+            settled, excluded = settle(spec, runs, lambda c: _expand(args, spec, c))
             left_out = {r["path"] for r in runs if (r["variant"], r["config"]["seed"]) in settled}
+            for rank in range(max(map(len, excluded.values()), default=0)):  # the final runs that gave way
+                gave_way = {key: trials[rank] for key, trials in excluded.items() if rank < len(trials)}
+                left_out |= {
+                    r["path"] for r in _expand(args, spec, gave_way) if (r["variant"], r["config"]["seed"]) in settled
+                }
             keep = [i for i, p in enumerate(result.failed_paths) if p not in left_out]
             dropped = [result.failed[i] for i in range(len(result.failed)) if i not in keep]
             if dropped:

@@ -38,7 +38,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -562,10 +562,13 @@ class NoHoldout(ValueError):
     """A ``[study]``'s runs without held-out metrics: nothing to choose on but val, which is refused."""
 
 
-def choose(metric: str, records: list[dict]) -> tuple[int | None, list[float]]:
+def choose(metric: str, records: list[dict], excluded: Collection[int] = ()) -> tuple[int | None, list[float]]:
     """A ``[study]``'s choice among the runs of one variant and seed (one per nuisance setting):
     (index of the run best on the held-out split by ``metric``, the first on a tie; None when every
-    run failed, failed runs never win) and the held-out scores in %. Never val."""
+    run failed, failed runs never win) and the held-out scores in %. Never val.
+
+    ``excluded``: settings that cannot be used although their (search) run is fine, because the
+    run with the spec's own schedule failed at them; the next best setting is chosen instead."""
     scores = []
     for record in records:
         if record["status"] != "ok":
@@ -574,7 +577,7 @@ def choose(metric: str, records: list[dict]) -> tuple[int | None, list[float]]:
         if not record.get("holdout_metrics"):
             raise NoHoldout("a [study] chooses on held-out data: its runs need data.holdout_images")
         scores.append(100 * record["holdout_metrics"].get(metric, math.nan))
-    ok = [i for i, r in enumerate(records) if r["status"] == "ok"]
+    ok = [i for i, r in enumerate(records) if r["status"] == "ok" and i not in excluded]
     if not ok:
         return None, scores
     return max(ok, key=lambda i: (scores[i], -i)), scores

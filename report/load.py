@@ -163,22 +163,33 @@ def _select(spec: Spec, scale: str, variant, seed: int, overrides: dict, records
     candidates = [find(t, search) for t in trials]
     if any(c is None for c in candidates):
         return None
-    try:
-        best, scores = choose(spec.metric, [c[1] for c in candidates])
-    except NoHoldout as e:
-        raise ReportInputError(f"{table.directory}: {e}") from None
     names = [c[0] for c in candidates]
-    if best is None:  # every setting failed: shown as failed
-        return names, *candidates[0]
-    used = find(trials[best], False) if search else candidates[best]
-    if used is None:
-        return None
+    gave_way: list[int] = []  # settings whose final run failed: the next best is used (ablations.study)
+    while True:
+        try:
+            best, scores = choose(spec.metric, [c[1] for c in candidates], gave_way)
+        except NoHoldout as e:
+            raise ReportInputError(f"{table.directory}: {e}") from None
+        if best is None:  # every setting failed: shown as failed
+            return names + [find(trials[i], False)[0] for i in gave_way], *(
+                find(trials[gave_way[0]], False) if gave_way else candidates[0]
+            )
+        used = find(trials[best], False) if search else candidates[best]
+        if used is None:
+            return None
+        if used[1]["status"] == "ok" or not search:
+            break
+        gave_way.append(best)
+        names.append(used[0])
     table.choices.append(
         {
             "variant": variant.name,
             "seed": seed,
             "chosen": trials[best],
             "holdout": {json.dumps(t, sort_keys=True): v for t, v in zip(trials, scores) if v == v},
+            "gave_way": [
+                {"setting": trials[i], "failure": find(trials[i], False)[1].get("failure", {})} for i in gave_way
+            ],
         }
     )
     return names + ([used[0]] if search else []), *used

@@ -160,11 +160,31 @@ def study_section(table: Table) -> list[str]:
             f"Chosen {', '.join(keys)} per seed; the held-out columns are means over seeds (%).",
             "",
         ]
+        lines += _gave_way(table.choices, keys)
     if study.get("fixed") and not table.runs.empty:
         config = table.runs.iloc[0]["record"]["config"]
         fixed = "; ".join(f"`{k}` = {json.dumps(_value_at(config, k))}" for k in study["fixed"])
         lines += [f"**Held fixed** (a caveat of every conclusion here): {fixed}.", ""]
     return lines
+
+
+def _gave_way(choices: list[dict], keys: list[str]) -> list[str]:
+    """Where the setting best on the held-out images failed in its final run (the spec's own
+    schedule) and the next best was used instead (the rule of :mod:`ablations.study`)."""
+    lines = []
+    for c in choices:
+        for g in c.get("gave_way", []):
+            f = g["failure"]
+            how = f"{f.get('reason', 'failed')}" + (f" at step {f['step']}" if f.get("step") is not None else "")
+            setting = ", ".join(f"{k} = {g['setting'][k]}" for k in keys)
+            chosen = ", ".join(f"{k} = {c['chosen'][k]}" for k in keys)
+            lines.append(
+                f"- **{c['variant']}, seed {c['seed']}**: {setting} was best on the held-out images, but its final "
+                f"run {how}; the next best, {chosen}, is the run used."
+            )
+    if not lines:
+        return []
+    return ["**Fallbacks** (a chosen setting whose final run failed gives way to the next best):", "", *lines, ""]
 
 
 def untuned_section(results: list[CheckResult], before: list[CheckResult] | None, untuned: Table | None) -> list[str]:

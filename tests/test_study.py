@@ -133,3 +133,55 @@ def test_a_tuned_spec_extends_the_untuned_one_and_its_page_puts_both_verdicts_si
     assert "what we tested beyond the paper" in index and "## Beyond the papers" in index
     main_table = index.split("## Beyond the papers")[0]
     assert "[Tiny GCN sweep, lr tuned](tiny-tuned.md)" in main_table  # linked from the table it tests
+
+
+def test_a_chosen_setting_whose_final_run_fails_gives_way_to_the_next_best(tiny, tmp_path, capsys, monkeypatch):
+    """The search run at the chosen setting is fine, but the final run (the spec's own schedule) at
+    it diverges: the sweep runs the next best setting's final run, succeeds, and the report uses
+    that run and says on the page where the fallback happened. Unchanged, nothing runs again."""
+    import ablations.execute
+    from report.generate import generate
+    from report.load import load_table
+    from seg_core.engine import TrainingDiverged
+
+    real, diverged = ablations.execute.run, []
+
+    def first_final_diverges(config, **kwargs):
+        if config["train"]["steps"] == 4 and not diverged:  # a final run (the search runs take 2 steps)
+            diverged.append(config["train"]["lr"])
+            raise TrainingDiverged(step=3, loss=float("nan"), lr=config["train"]["lr"])
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(ablations.execute, "run", first_final_diverges)
+    _study_spec(tiny, STUDY + 'search = { "train.steps" = 2 }\n')
+    args = cli_args(tiny, "run", "tiny", "--jobs", "1", "--variant", "k=3", "--seeds", "0")
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "1 chosen before failed in the final run: the next best instead" in err
+    assert "settings that diverged, left out of the choice" in err and "k=3 seed 0: diverged at step 3" in err
+    records = [json.loads(p.read_text()) for p in (tiny["results"] / "tiny" / "mini").glob("k-3--*.json")]
+    finals = {r["config"]["train"]["lr"]: r["status"] for r in records if r["config"]["train"]["steps"] == 4}
+    (first,) = diverged
+    (other,) = {0.005, 0.05} - {first}
+    assert finals == {first: "failed", other: "ok"}
+
+    table = load_table(load_spec(tiny["spec"]), tiny["results"], "mini")
+    (choice,) = table.choices
+    assert choice["chosen"] == {"train.lr": other}
+    assert choice["gave_way"] == [{"setting": {"train.lr": first}, "failure": _failure(records)}]
+    assert table.runs.iloc[0]["record"]["config"]["train"]["lr"] == other and not table.stale
+    generate(tiny["specs"], tiny["results"], tmp_path / "report")
+    page = (tmp_path / "report" / "tiny.md").read_text()
+    assert (
+        f"**k=3, seed 0**: train.lr = {first} was best on the held-out images, but its final run diverged at step 3"
+        in page
+    )
+    assert f"the next best, train.lr = {other}, is the run used" in page
+
+    assert main(args) == 0
+    assert "0 ran" in capsys.readouterr().err.splitlines()[-1]  # unchanged: nothing runs again
+
+
+def _failure(records: list[dict]) -> dict:
+    (failed,) = [r for r in records if r["status"] == "failed"]
+    return failed["failure"]
