@@ -10,7 +10,7 @@ import pytest
 from conftest import cli_args
 
 from ablations.cli import main
-from ablations.schema import SpecError, load_spec
+from ablations.schema import SpecError, load_spec, study_trials
 from ablations.sweep import expand
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -251,8 +251,8 @@ def test_every_shipped_spec_validates_at_every_scale():
         if spec.kind == "timing":
             continue
         for scale in spec.scales:
-            runs = expand(spec, scale, results_dir=Path("/nonexistent"))
-            assert len(runs) == len(spec.variants) * len(spec.seeds(scale))
+            runs = expand(spec, scale, results_dir=Path("/nonexistent"))  # a [study]'s search runs
+            assert len(runs) == len(spec.variants) * len(spec.seeds(scale)) * len(study_trials(spec))
             assert len({r["path"] for r in runs}) == len(runs)
 
 
