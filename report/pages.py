@@ -161,11 +161,35 @@ def study_section(table: Table) -> list[str]:
             "",
         ]
         lines += _gave_way(table.choices, keys)
+        lines += _at_edge(table.choices, study["nuisance"])
     if study.get("fixed") and not table.runs.empty:
         config = table.runs.iloc[0]["record"]["config"]
         fixed = "; ".join(f"`{k}` = {json.dumps(_value_at(config, k))}" for k in study["fixed"])
         lines += [f"**Held fixed** (a caveat of every conclusion here): {fixed}.", ""]
     return lines
+
+
+def _at_edge(choices: list[dict], nuisance: dict) -> list[str]:
+    """The runs whose chosen value is the smallest or largest of a numeric grid: the best setting
+    may lie beyond the searched range, so the table is tuned less well there than elsewhere."""
+    lines = []
+    for key, grid in nuisance.items():
+        numbers = [v for v in grid if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(numbers) < 2 or len(numbers) != len(grid):
+            continue
+        for end, word in ((min(numbers), "smallest"), (max(numbers), "largest")):
+            hits: dict[str, list[int]] = {}
+            for c in choices:
+                if c.get("chosen") is not None and c["chosen"][key] == end:
+                    hits.setdefault(c["variant"], []).append(c["seed"])
+            if hits:
+                where = "; ".join(
+                    f"{v} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))})" for v, s in hits.items()
+                )
+                lines.append(f"- {key} = {end}, the {word} value searched: {where}.")
+    if not lines:
+        return []
+    return ["**Chosen at the edge of the grid** (the best setting may lie beyond the searched range):", "", *lines, ""]
 
 
 def _gave_way(choices: list[dict], keys: list[str]) -> list[str]:

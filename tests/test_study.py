@@ -78,6 +78,24 @@ def test_the_report_chooses_each_runs_setting_on_held_out_data_never_on_val(tiny
     page = (tmp_path / "report" / "tiny.md").read_text()
     assert "## Tuned per variant and seed" in page and "`train.lr` in [0.005, 0.05]" in page
     assert "**Held fixed**" in page and "`train.steps` = 4" in page and "`train.batch_size` = 8" in page
+    assert "- train.lr = 0.005, the smallest value searched: baseline (seed 0)." in page  # the chosen value is an edge
+
+
+def test_only_choices_at_an_end_of_a_numeric_grid_are_listed_as_at_its_edge():
+    from report.pages import _at_edge
+
+    choices = [
+        {"variant": "a", "seed": 0, "chosen": {"train.lr": 0.1, "opt": "sgd"}},
+        {"variant": "a", "seed": 1, "chosen": {"train.lr": 0.3, "opt": "sgd"}},
+        {"variant": "b", "seed": 0, "chosen": {"train.lr": 0.03, "opt": "adam"}},
+        {"variant": "b", "seed": 1, "chosen": None},  # every setting failed
+    ]
+    lines = _at_edge(choices, {"train.lr": [0.03, 0.1, 0.3], "opt": ["sgd", "adam"]})
+    assert lines[2:4] == [
+        "- train.lr = 0.03, the smallest value searched: b (seed 0).",
+        "- train.lr = 0.3, the largest value searched: a (seed 1).",
+    ]
+    assert _at_edge(choices[:1], {"train.lr": [0.03, 0.1, 0.3]}) == []  # the middle value: no section
 
 
 def test_a_search_picks_each_setting_on_short_runs_then_runs_it_with_the_specs_own_schedule(tiny, tmp_path, capsys):
