@@ -71,14 +71,64 @@ def test_evaluating_at_another_output_stride_scales_trunk_and_aspp_rates():
     model.reconfigure(output_stride=8)  # the papers double the rates at 8 for a model trained at 16
     assert [c.dilation[0] for c in model.aspp.atrous_convs()] == [12, 24, 36]
     assert model.backbone.output_stride == 8 and model.describe()["eval_output_stride"] == 8
+    assert model.describe()["eval_aspp_rates"] == [12, 24, 36] and model.describe()["aspp_rates"] == [6, 12, 18]
     model.reconfigure(output_stride=32)
     assert [c.dilation[0] for c in model.aspp.atrous_convs()] == [3, 6, 9]
-    rounded = MODELS.build("deeplab_v3", num_classes=5, backbone_options={"width": 0.0625}, output_stride=8,
-                           aspp_rates=[3, 6, 8], width=8)  # fmt: skip
-    rounded.reconfigure(output_stride=16)  # halving a rounded mini rate rounds again, to at least 1
-    assert [c.dilation[0] for c in rounded.aspp.atrous_convs()] == [2, 3, 4]
     with pytest.raises(ConfigError, match="multi_grid"):
         model.reconfigure(multi_grid=[1, 2, 4])
+
+
+MINI_SIDE, PAPER_SIDE = 128, 513  # deeplab-train-eval-os: 128 px images, the paper's 513 px crops
+
+
+def _built_at(output_stride: int) -> dict:
+    """The spec's model options for a model built (and trained) at ``output_stride``."""
+    return {
+        "output_stride": output_stride,
+        "aspp_rates": [r * 16 // output_stride for r in (6, 12, 18)],
+        "feature_map": MINI_SIDE // output_stride,
+        "paper_feature_map": (PAPER_SIDE - 1) // output_stride + 1,
+    }
+
+
+@pytest.mark.parametrize("train", [8, 16, 32])
+@pytest.mark.parametrize("evaluate", [8, 16, 32])
+def test_evaluated_aspp_rates_equal_those_of_a_model_built_at_the_evaluation_stride(train, evaluate):
+    """Rates are derived from the paper's unrounded rates at the evaluation stride, never by
+    rescaling already-rounded ones (16 -> 8 once gave 2/6/8 where a model built at 8 has 3/6/9)."""
+    options = {"backbone_options": {"width": 0.0625, "units": [1, 1, 1, 1]}, "width": 8, "multi_grid": [1, 2, 4]}
+    with torch.device("meta"):
+        trained = MODELS.build("deeplab_v3", num_classes=5, **options, **_built_at(train))
+        built = MODELS.build("deeplab_v3", num_classes=5, **options, **_built_at(evaluate))
+    trained.reconfigure(output_stride=evaluate)
+    rates = [c.dilation[0] for c in trained.aspp.atrous_convs()]
+    assert rates == [c.dilation[0] for c in built.aspp.atrous_convs()] == built.describe()["aspp_rates"]
+    assert trained.describe()["eval_aspp_rates"] == rates
+    trunk = lambda m: [(c.stride, c.dilation) for c in m.backbone.modules() if isinstance(c, torch.nn.Conv2d)]  # noqa: E731
+    assert trunk(trained) == trunk(built)
+
+
+def test_block5_to_7_have_identity_shortcuts_as_tf_slims_equal_depth_units():
+    """A copy of block4 keeps its depth, so its first unit's shortcut only subsamples (no 1x1
+    projection, no weights) and is the identity where the stride became dilation."""
+    from seg_core.backbones.cascaded import Subsample
+
+    for output_stride in (16, 256):
+        model = MODELS.build("deeplab_v3", num_classes=5, backbone_options=TINY_TRUNK, extra_blocks=3,
+                             output_stride=output_stride, aspp=False)  # fmt: skip
+        for block in model.cascade:
+            first, *rest = list(block)
+            assert isinstance(first.downsample, Subsample) and not list(first.downsample.parameters())
+            assert first.downsample.stride == first.conv2.stride[0]
+            assert all(unit.downsample is None for unit in rest)
+        strides = [block[0].downsample.stride for block in model.cascade]
+        assert strides == ([1, 1, 1] if output_stride == 16 else [2, 2, 2])
+        with torch.no_grad():
+            assert model.eval()(torch.randn(1, 3, 64, 64))["out"].shape == (1, 5, 64, 64)
+    assert isinstance(model.backbone.stages["block1"][0].downsample, torch.nn.Sequential)  # 64 -> 256: projected
+    unit = model.cascade[0][0]
+    x = torch.randn(1, unit.conv1.in_channels, 8, 8)
+    assert torch.equal(Subsample(1)(x), x) and Subsample(2)(x).shape[-2:] == (4, 4)
 
 
 def test_the_decoder_reads_the_stride_4_feature_and_changes_only_its_part():
@@ -233,11 +283,12 @@ def test_the_share_of_valid_taps_falls_to_the_centre_tap_as_the_rate_reaches_the
 
 
 def test_aspp_dropout_keeps_its_noise_per_unit_at_a_narrower_width():
-    """0.5 after the 256-channel projection (torchvision's and our default) is 1/9 at 32 channels
-    (seg_core.models.deeplab.scaled_dropout), and the model records both."""
-    for width, expected in ((256, 0.5), (32, 1 / 9)):
+    """0.1 after the 256-channel projection (DeepLab's TF code, keep_prob 0.9; the papers give no
+    rate) is 1/73 at 32 channels (seg_core.models.deeplab.scaled_dropout), and the model records
+    both, the reference value under a name that does not call it the paper's."""
+    for width, expected in ((256, 0.1), (32, 1 / 73)):
         model = MODELS.build("deeplab_v3", num_classes=5, backbone_options=TINY_TRUNK, width=width)
         drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
         assert len(drops) == 1 and drops[0].p == pytest.approx(expected)
-        assert model.describe()["paper_dropout"] == 0.5
+        assert model.describe()["dropout_at_256"] == 0.1 and "paper_dropout" not in model.describe()
         assert model.describe()["dropout"] == pytest.approx(expected, abs=1e-6)

@@ -17,9 +17,18 @@ past a chosen output stride for dilation over the trunk and the copies together,
 * **Multi-grid** (Sec. 3.2, Tables 3 and 5): in block4 and every block after it, unit ``j`` of
   three runs at ``rate x multi_grid[j]``; ``(1, 2, 4)`` at output stride 16 gives block4 rates
   2, 4, 8.
-* **Parameters do not depend on the output stride** (block5-7 keep their 1x1 projection
-  shortcut even where they no longer stride), so a model trained at one output stride can be
-  evaluated at another on the same weights (v3 Table 10, v3+ Table 3):
+* **block5-7's shortcuts are identities** (:class:`Subsample`). A copy of block4 takes and gives
+  the same depth (2048 channels at full width), and DeepLab's TF-slim ``bottleneck_v1`` gives a
+  unit whose depth equals its input's a shortcut that only subsamples (a 1x1 max pool at the
+  unit's stride): no projection, no weights; where the stride is traded for dilation it is the
+  identity. A randomly initialised 1x1 projection + BN there (what torchvision builds for a
+  strided unit, which we built until issue 27) makes block7's output nearly unrelated to block4's
+  before training: centred cosine between the two maps 0.25 with projections against 0.97 with
+  identities on the pretrained mini trunk (the review's measurement), 0.03 against 0.99 on a
+  random one (ours, 4 images of 128 px). block1's first unit, which changes the depth
+  (64 -> 256), keeps its projection, as in ResNet.
+* **Parameters do not depend on the output stride**, so a model trained at one output stride can
+  be evaluated at another on the same weights (v3 Table 10, v3+ Table 3):
   :func:`set_output_stride` reconfigures a built trunk in place.
 
 ``width`` scales every channel count (the mini scale), ``units`` the units of block1-4 (ResNet-50:
@@ -34,8 +43,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
+import torch
 import torchvision
 from torch import nn
+from torchvision.models.resnet import Bottleneck
 
 from seg_core.backbones.base import StagedBackbone, _cumulative, atrous_schedule, bottleneck_stage
 from seg_core.registry import BACKBONES, ConfigError
@@ -79,7 +90,9 @@ def set_output_stride(
             unit.conv2.stride = (stride, stride) if j == 0 else (1, 1)
             unit.conv2.dilation = (unit_rate, unit_rate)
             unit.conv2.padding = (unit_rate, unit_rate)
-            if j == 0 and unit.downsample is not None:
+            if j == 0 and isinstance(unit.downsample, Subsample):
+                unit.downsample.stride = stride
+            elif j == 0 and unit.downsample is not None:
                 unit.downsample[0].stride = (stride, stride)
     n = len(backbone.stage_names)
     backbone.strides = dict(zip(backbone.stage_names, _cumulative(strides, STEM_STRIDE)[:n]))
@@ -88,13 +101,35 @@ def set_output_stride(
     backbone.multi_grid = tuple(multi_grid)
 
 
+class Subsample(nn.Module):
+    """The shortcut of a unit whose depth equals its input's (TF-slim ``resnet_utils.subsample``):
+    every ``stride``-th position, no weights; the identity at stride 1."""
+
+    def __init__(self, stride: int = 1) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.stride == 1 else x[..., :: self.stride, :: self.stride]
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}"
+
+
+def _block4_copy(channels: int) -> nn.Sequential:
+    """Three bottleneck units of ``channels`` in and out, the first with a :class:`Subsample`
+    shortcut (its stride and every unit's rate are set by :func:`set_output_stride`)."""
+    planes = channels // Bottleneck.expansion
+    return nn.Sequential(*(Bottleneck(channels, planes, downsample=Subsample() if j == 0 else None) for j in range(EXTRA_UNITS)))
+
+
 def block4_copies(backbone: StagedBackbone, count: int) -> nn.ModuleList:
-    """``count`` (0-3) new blocks shaped like block4 (three bottleneck units each), v3's block5-7:
-    new layers, not part of the pretrained trunk; place them with :func:`set_output_stride`."""
+    """``count`` (0-3) new blocks shaped like block4 (three bottleneck units each, identity
+    shortcuts), v3's block5-7: new layers, not part of the pretrained trunk; place them with
+    :func:`set_output_stride`."""
     if not 0 <= count <= 3:
         raise ConfigError("extra_blocks", f"expected 0-3 copies of block4 (block5-block7), got {count}")
-    top = backbone.out_channels[backbone.top]
-    return nn.ModuleList(bottleneck_stage(top, top // 4, EXTRA_UNITS, 2, [1] * EXTRA_UNITS) for _ in range(count))
+    return nn.ModuleList(_block4_copy(backbone.out_channels[backbone.top]) for _ in range(count))
 
 
 @BACKBONES.register("cascaded_resnet", check_weights=lambda name, options: _weights(options.get("depth", 50), name))

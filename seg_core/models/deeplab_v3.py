@@ -10,8 +10,9 @@ pretrained trunk. On the last block's map:
 * :class:`AtrousSpatialPyramidPooling` (v3 Sec. 3.3, Fig. 5): a 1x1 branch, 3x3 branches at
   ``rates`` (6/12/18 at output stride 16; the rates double at 8), and image pooling (global
   average -> 1x1 -> BN -> ReLU -> bilinear upsampling); every branch ``width`` channels (256),
-  BN + ReLU, no bias before BN; concatenated -> 1x1 ``width`` -> BN -> ReLU -> dropout. Which
-  branches exist is configurable (v3 Table 5: rates, image pooling). Without ASPP
+  BN + ReLU, no bias before BN; concatenated -> 1x1 ``width`` -> BN -> ReLU -> dropout (the
+  papers give no rate; DeepLab's TF code keeps 0.9 of the units, a rate of 0.1, the default
+  here). Which branches exist is configurable (v3 Table 5: rates, image pooling). Without ASPP
   (``aspp = False``, v3 Tables 1 and 3: "going deeper") the classifier reads the top map.
 * ``refine_convs``: 3x3 ``width`` convolutions (BN, ReLU) after ASPP. torchvision's
   ``DeepLabHead`` has one; the papers have none. With ``refine_convs = 1`` and rates 12/24/36 at
@@ -28,8 +29,13 @@ stride 16). ``feature_map`` (the top map's side at the *training* output stride)
 DeepLab v2's rule (:func:`~seg_core.models.deeplab.scaled_rate`, here with a 33-cell paper map).
 **Train and evaluation output stride** (v3 Table 10, v3+ Table 3): :meth:`DeepLabV3.reconfigure`
 sets another output stride on the trained weights; the trunk's dilations follow
-(:func:`~seg_core.backbones.cascaded.set_output_stride`) and the ASPP rates scale by the ratio of
-output strides, as the papers double them at 8 for a model trained at 16.
+(:func:`~seg_core.backbones.cascaded.set_output_stride`) and the ASPP rates become those of a model
+built at the evaluation stride, as the papers double them at 8 for a model trained at 16: the
+paper's rates, the map side and the paper's map side are all rescaled *before* rounding
+(:func:`rates_at_output_stride`), so a model trained at 16 (rates 6/12/18 on 8 of the paper's 33
+cells: 1/3/4) and evaluated at 8 runs at 3/6/9, the rates of one built at 8 (12/24/36 on 16 of
+65 cells), not at the doubled rounded 2/6/8. ``describe()`` records both (``aspp_rates``, the
+training rates; ``eval_aspp_rates``, the evaluated ones).
 """
 
 from __future__ import annotations
@@ -78,6 +84,20 @@ class ImagePooling(nn.Sequential):
         return F.interpolate(super().forward(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def rates_at_output_stride(
+    paper_rates: Sequence[int], feature_map: int | None, paper_feature_map: int, factor: float
+) -> list[int]:
+    """The ASPP rates of a model built at ``factor`` times the resolution it was trained at
+    (``factor`` = training / evaluation output stride): the paper's rates and the map side scale
+    by ``factor``, the paper's map side as a map of that stride does (``(side - 1) * factor + 1``:
+    513 px crops give 33 cells at 16, 65 at 8, 17 at 32), and only then is the rate rounded
+    (:func:`~seg_core.models.deeplab.scaled_rate`)."""
+    if feature_map is None:  # the paper's own map
+        return [max(1, round(r * factor)) for r in paper_rates]
+    paper_side = (paper_feature_map - 1) * factor + 1
+    return [scaled_rate(r * factor, feature_map * factor, paper_side) for r in paper_rates]
+
+
 class AtrousSpatialPyramidPooling(nn.Module):
     """DeepLab v3's ASPP: [1x1] + 3x3 at each rate + [image pooling], concatenated, projected."""
 
@@ -89,7 +109,7 @@ class AtrousSpatialPyramidPooling(nn.Module):
         *,
         pointwise: bool = True,
         image_pooling: bool = True,
-        dropout: float = 0.5,
+        dropout: float = 0.1,
     ) -> None:
         super().__init__()
         branches: list[nn.Module] = []
@@ -101,7 +121,6 @@ class AtrousSpatialPyramidPooling(nn.Module):
         if not branches:
             raise ConfigError("aspp_rates", "an ASPP needs at least one branch (rates, the 1x1 or image pooling)")
         self.branches = nn.ModuleList(branches)
-        self.base_rates = list(rates)
         self.project = nn.Sequential(
             Conv2dNormActivation(len(branches) * width, width, 1, bias=False), nn.Dropout(dropout)
         )
@@ -109,13 +128,13 @@ class AtrousSpatialPyramidPooling(nn.Module):
     def atrous_convs(self) -> list[nn.Conv2d]:
         return [b[0] for b in self.branches if isinstance(b, Conv2dNormActivation) and b[0].kernel_size == (3, 3)]
 
-    def set_rate_factor(self, factor: float) -> None:
-        """Every atrous rate times ``factor`` (another output stride than the one trained at),
-        rounded to a whole rate >= 1 as :func:`~seg_core.models.deeplab.scaled_rate` rounds: the
-        mini scale's rates are already rounded, so halving one may need it."""
-        for conv, rate in zip(self.atrous_convs(), self.base_rates):
-            scaled = max(1, round(rate * factor))
-            conv.dilation = conv.padding = (scaled, scaled)
+    def set_rates(self, rates: Sequence[int]) -> None:
+        """Run the atrous branches at ``rates`` (one per branch) on the same weights."""
+        convs = self.atrous_convs()
+        if len(rates) != len(convs):
+            raise ValueError(f"{len(convs)} atrous branches, {len(rates)} rates")
+        for conv, rate in zip(convs, rates):
+            conv.dilation = conv.padding = (rate, rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
@@ -194,7 +213,13 @@ class DeepLabV3(Segmenter):
             return
         set_output_stride(self.backbone, output_stride, self.backbone.multi_grid, self.cascade)
         if self.aspp is not None:
-            self.aspp.set_rate_factor(self.train_output_stride / output_stride)
+            info = self.info
+            rates = rates_at_output_stride(
+                info["paper_aspp_rates"], info["feature_map"], info["paper_feature_map"],
+                self.train_output_stride / output_stride,
+            )  # fmt: skip
+            self.aspp.set_rates(rates)
+            self.info["eval_aspp_rates"] = rates
         self.info["eval_output_stride"] = output_stride
 
     def describe(self) -> dict[str, Any]:
@@ -231,7 +256,7 @@ def deeplab_v3(
     aspp_pointwise: bool = True,
     image_pooling: bool = True,
     width: int = 256,
-    dropout: float = 0.5,
+    dropout: float = 0.1,
     feature_map: int | None = None,
     paper_feature_map: int = PAPER_FEATURE_MAP,
     refine_convs: int = 0,
@@ -245,9 +270,9 @@ def deeplab_v3(
     ``output_stride`` (default: the trunk's) is the last block's, 4 ... 256 with block5-7;
     ``multi_grid`` the unit rates of block4 and after. ``aspp_rates`` are the paper's at the
     training output stride; ``feature_map`` (the top map's side in cells at that stride) scales
-    them to a smaller map. ``dropout`` is the paper's rate after the ASPP projection at its 256
-    channels; a narrower ``width`` keeps its noise per unit
-    (:func:`~seg_core.models.deeplab.scaled_dropout`: 0.5 at 256 channels is 1/9 at 32)."""
+    them to a smaller map. ``dropout`` is the rate after the ASPP projection at the paper's 256
+    channels (0.1: DeepLab's TF code; the papers give none); a narrower ``width`` keeps its noise
+    per unit (:func:`~seg_core.models.deeplab.scaled_dropout`: 0.1 at 256 channels is 1/73 at 32)."""
     if backbone != "cascaded_resnet":
         raise ConfigError(
             "backbone", f"DeepLab v3 runs on 'cascaded_resnet' (output stride, multi-grid), got {backbone!r}"
@@ -294,7 +319,7 @@ def deeplab_v3(
         "paper_aspp_rates": list(aspp_rates) if aspp else [],
         "aspp_rates": rates if aspp else [],
         "image_pooling": bool(aspp and image_pooling),
-        "paper_dropout": dropout,
+        "dropout_at_256": dropout,  # the papers give none: DeepLab's TF code (keep_prob 0.9)
         "dropout": round(used_dropout, 6),
         "feature_map": feature_map,
         "paper_feature_map": paper_feature_map,
