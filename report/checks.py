@@ -23,6 +23,7 @@ observed mean and standard deviation of the differences stay as they are.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -271,3 +272,47 @@ def _paper_verdict(results: list[CheckResult]) -> TableVerdict:
     if counts[REVERSED] + counts[DIFFERS]:
         return TableVerdict("not reproduced", f"not reproduced: none of the {total} claims holds ({tally}); {others}")
     return TableVerdict("undecided", f"undecided: no claim can be decided with these seeds ({tally}); {others}")
+
+
+# ------------------------------------------------------------------ readings cite their checks
+def check_id(number: int) -> str:
+    """The id a page gives its ``number``-th claim (1-based): what a reading cites, ``[C1]``."""
+    return f"C{number}"
+
+
+# A reading states an effect when it gives a signed number (+2.5, -0.8 points, +3.4 mIoU, ...).
+_EFFECT = re.compile(r"(?<![\w.])[+\-\u2212]\d+(?:[.,]\d+)?")
+# [C2], [C1, C3]: claims of this page; [icnet-cff C4]: a claim of another table's page
+_CITATION = re.compile(r"\[(?:([a-z0-9][a-z0-9-]*) )?(C\d+(?:, ?C\d+)*)\]")
+_UNTESTED = re.compile(r"\b(not tested|untested|not judged)\b", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.;:!?])\s+(?=[A-Z(\[*])")
+
+
+def reading_sentences(text: str) -> list[str]:
+    """A reading (a spec's ``report.discussion``) split into sentences, whitespace joined."""
+    return [s for s in _SENTENCE_END.split(" ".join(text.split())) if s]
+
+
+def uncited_effects(text: str, checks: int, others: Mapping[str, int] | None = None) -> list[str]:
+    """The sentences of a reading that state an effect (a signed number) without citing a judged
+    claim and without saying it was not tested (``not tested``, ``untested``, ``not judged``),
+    and every sentence that cites a claim that does not exist. A claim is cited by its id on the
+    page (``[C2]``, ``[C1, C3]``: ``checks`` claims) or on another table's page
+    (``[icnet-cff C4]``: ``others`` maps a spec id to its number of claims). The rule of issue 27:
+    a page states an effect as a finding only where a judged check backs it."""
+    others = others or {}
+    bad = []
+    for sentence in reading_sentences(text):
+        cited = False
+        for match in _CITATION.finditer(sentence):
+            spec, ids = match.groups()
+            limit = checks if spec is None else others.get(spec, 0)
+            numbers = [int(i.strip()[1:]) for i in ids.split(",")]
+            if not all(1 <= n <= limit for n in numbers):
+                bad.append(sentence)
+                break
+            cited = True
+        else:
+            if _EFFECT.search(sentence) and not cited and not _UNTESTED.search(sentence):
+                bad.append(sentence)
+    return bad

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 
@@ -280,7 +281,7 @@ def ablation_page(
     lines += warnings(table)
     lines += verdict_section(verdict)
     if spec.report.get("discussion"):
-        lines += ["**Our reading.** " + " ".join(spec.report["discussion"].split()), ""]
+        lines += ["**Our reading.** " + link_citations(" ".join(spec.report["discussion"].split())), ""]
     if spec.report.get("notes"):
         lines += ["**Protocol notes.** " + " ".join(spec.report["notes"].split()), ""]
     lines += ["## Table", "", *main_table(table, summary), *claims_table(results), *backbone_table(table)]
@@ -291,6 +292,11 @@ def ablation_page(
     lines += region_tables(table, summary)
     lines += provenance(table)
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def link_citations(text: str) -> str:
+    """A reading's citations of another table's claims (``[icnet-cff C4]``) as links to its page."""
+    return re.sub(r"\[([a-z0-9][a-z0-9-]*) (C\d+(?:, ?C\d+)*)\](?!\()", r"[\1 \2](\1.md)", text)
 
 
 def index(rows: list[dict], beyond: list[dict], errors: list[str]) -> str:

@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from report.checks import CI_LEVEL, CheckResult, seeds_phrase
+from report.checks import CI_LEVEL, CheckResult, check_id, seeds_phrase
 from report.load import Table
 
 RAW = "raw_"  # the metrics of the predictions before post-processing
@@ -189,7 +189,7 @@ def claims_table(results: list[CheckResult]) -> list[str]:
     if not results:
         return []
     rows = []
-    for r in results:
+    for number, r in enumerate(results, start=1):
         if r.kind == "ordering":
             compared, ours, ci, paper = (
                 "variants with a paper value",
@@ -218,6 +218,7 @@ def claims_table(results: list[CheckResult]) -> list[str]:
             outcome += f" ({r.missing})"
         rows.append(
             {
+                "id": check_id(number),
                 "claim": f"{r.claim} *(ours: not counted in the verdict)*" if r.ours else r.claim,
                 "compared": compared,
                 "metric": metric_name(r.metric),
@@ -229,7 +230,7 @@ def claims_table(results: list[CheckResult]) -> list[str]:
         )
     frame = pd.DataFrame(rows)
     table = frame.to_markdown(
-        index=False, colalign=["left", "left", "left", "right", "right", "right", "left"], disable_numparse=True
+        index=False, colalign=["left", "left", "left", "left", "right", "right", "right", "left"], disable_numparse=True
     )
     return [
         "## Claims",
@@ -240,7 +241,8 @@ def claims_table(results: list[CheckResult]) -> list[str]:
         f"two-sided {100 * CI_LEVEL:g}% Student-t interval of that mean; for *about equal* claims it is compared "
         "with the spec's equivalence margin. For an ordering claim, Δ ours is Spearman's rho between the paper's "
         "values and our seed means. *Seeds to decide* assumes the observed mean and sd of the differences stay "
-        "as they are.",
+        "as they are. A reading on this page cites a claim by its id ([C1]); an effect it states without one is "
+        "marked *not tested*.",
         "",
     ]
 

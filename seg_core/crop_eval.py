@@ -1,16 +1,26 @@
 """Gated-SCNN's distance-based evaluation (Takikawa et al. 2019, Sec. 4.2 and Fig. 6): how a model
-does on small, distant objects, which sit near the image centre in driving scenes.
+does on small, distant objects, which sit near the vanishing point of a driving scene.
 
-For a crop factor CF (the paper's 0, 100, 200, 300, 400 px on 1024x2048 images), CF px are cut
-from each side of the image and its labels, and what is left is resized back to the full size
-(the image bilinearly, the labels by nearest neighbour): distant objects become larger, as if the
-camera had zoomed in. The model runs on the resized crop; the metrics compare with the resized
-labels. CF = 0 is the plain evaluation.
+**What is cut**, in the paper's pixels on a 1024 x 2048 image, for a crop factor CF (0, 200, 300,
+400 in the paper's figure): first 100 px from the bottom, the left and the right (every side but
+the top: the ego vehicle's bonnet and the image's edges), then CF px from the top and the bottom
+and 2 CF px from the left and the right. What is left, ``(924 - 2 CF) x (1848 - 4 CF)``, keeps
+the image's 1:2 and sits around the vanishing point (CF 400: 124 x 248); it is resized back to
+the full size, the image bilinearly and the labels by sampling each output pixel's centre
+(``nearest-exact``), so a model that is right on the crop is right on the resized labels. The
+model runs on the resized crop; the metrics compare with the resized labels. CF 0 is therefore
+not the whole image (the 100 px margin is cut); the paper's CF-0 numbers (78.8 and 80.9) are
+within 0.1 of its whole-image Table 1 (78.8 and 80.8), so its numbers cannot tell the two apart.
+This is our reading of Sec. 4 (REFERENCE 4); the stored copies of the paper we could search hold
+only its opening pages, so the rule is not confirmed beyond that reading.
 
-**At another resolution** a factor keeps its fraction of the image width:
-``round(CF * width / 2048)`` px from each side (horizontal and vertical alike, as the paper cuts
-the same number of pixels from every side). Metrics are named ``crop<CF>_miou`` after the paper's
-factor (``crop200_miou``), as fractions like every metric of a record.
+Until issue 27 the labels were resized with torch's legacy ``nearest`` (input pixel
+``floor(j * in / out)``: half an output pixel off the bilinear image; a perfect segmenter scored
+84-88 mIoU on the crops) and CF px were cut from every side; results before that are withdrawn.
+
+**At another resolution** every cut keeps its fraction of the width: ``px * width / 2048``,
+rounded half up (:func:`crop_box`). Metrics are named ``crop<CF>_miou`` after the paper's factor
+(``crop200_miou``), as fractions like every metric of a record.
 
 This evaluation runs on the trained model after the run's own (``eval.crop_factors`` in a spec: a
 registered :data:`~seg_core.registry.EVALUATIONS` entry), through the same engine evaluation: the
@@ -28,20 +38,41 @@ from torch.utils.data import Dataset
 from seg_core import engine
 from seg_core.registry import EVALUATIONS, METRIC_FAMILIES, ConfigError
 
-PAPER_FACTORS = (0, 100, 200, 300, 400)
+PAPER_FACTORS = (0, 200, 300, 400)
 PAPER_WIDTH = 2048
+PAPER_MARGIN = 100  # px cut from the bottom, left and right before any crop factor
 
 
-def crop_pixels(factor: float, width: int, paper_width: int = PAPER_WIDTH) -> int:
-    """The paper's crop factor (px on a ``paper_width`` image) on an image ``width`` px wide."""
-    return round(factor * width / paper_width)
+def _scaled(px: float, width: int, paper_width: int) -> int:
+    return int(px * width / paper_width + 0.5)
+
+
+def crop_box(
+    factor: float, height: int, width: int, paper_width: int = PAPER_WIDTH, margin: float = PAPER_MARGIN
+) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) bounds, end-exclusive, of the crop for the paper's ``factor`` on
+    a height x width image (see the module docstring)."""
+    top = _scaled(factor, width, paper_width)
+    bottom = height - _scaled(margin + factor, width, paper_width)
+    left = _scaled(margin + 2 * factor, width, paper_width)
+    right = width - left
+    if bottom - top < 1 or right - left < 1:
+        raise ValueError(f"crop factor {factor:g} leaves nothing of a {height}x{width} image")
+    return top, bottom, left, right
+
+
+def resize_labels(label: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(H, W) labels resized to ``size`` by each output pixel's centre (``nearest-exact``): aligned
+    with an image resized bilinearly with ``align_corners=False``; every value stays a label."""
+    resized = F.interpolate(label[None, None].float(), size=tuple(size), mode="nearest-exact")[0, 0]
+    return resized.to(label.dtype)
 
 
 class CroppedView(Dataset):
-    """A dataset's images and labels with ``cut`` px removed from each side, resized back."""
+    """A dataset's images and labels cropped for one crop factor and resized back."""
 
-    def __init__(self, dataset: Dataset, cut: int) -> None:
-        self.dataset, self.cut = dataset, cut
+    def __init__(self, dataset: Dataset, factor: float, paper_width: int = PAPER_WIDTH) -> None:
+        self.dataset, self.factor, self.paper_width = dataset, factor, paper_width
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -49,17 +80,11 @@ class CroppedView(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         item = self.dataset[index]
         image, label = item["image"], item["label"]
-        if self.cut == 0:
-            return item
         h, w = label.shape[-2:]
-        c = self.cut
-        if 2 * c >= min(h, w):
-            raise ValueError(f"a crop of {c} px from each side leaves nothing of a {h}x{w} image")
-        image = image[:, c : h - c, c : w - c].float()[None]
-        label = label[c : h - c, c : w - c][None, None].float()
-        image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)[0].round().clamp(0, 255)
-        label = F.interpolate(label, size=(h, w), mode="nearest")[0, 0]
-        return {"image": image.to(torch.uint8), "label": label.to(item["label"].dtype)}
+        top, bottom, left, right = crop_box(self.factor, h, w, self.paper_width)
+        crop = image[None, :, top:bottom, left:right].float()
+        image = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)[0].round().clamp(0, 255)
+        return {"image": image.to(torch.uint8), "label": resize_labels(label[top:bottom, left:right], (h, w))}
 
 
 def crop_metrics(
@@ -75,10 +100,9 @@ def crop_metrics(
     shard=None,
 ) -> dict[str, float]:
     """``crop<CF>_miou`` for every factor (and ``crop<CF>_<metric>`` of the families named)."""
-    width = int(dataset[0]["label"].shape[-1])
     out: dict[str, float] = {}
     for factor in factors:
-        view = CroppedView(dataset, crop_pixels(factor, width))
+        view = CroppedView(dataset, factor)
         scored = engine.evaluate(
             model, view, num_classes=num_classes, batch_size=batch_size, inference=inference,
             metrics=metrics, amp=amp, shard=shard,

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from seg_core.boundary_f import PAPER_DIAGONAL, BoundaryFScore, boundary, boundary_f, tolerance_px
+from seg_core.boundary_f import (
+    PAPER_DIAGONAL,
+    PAPER_TOLERANCES,
+    BoundaryFScore,
+    boundary,
+    boundary_f,
+    class_boundaries,
+    tolerance_px,
+)
 from seg_core.shape_losses import balanced_bce, boundary_regularized_ce, boundary_target, dual_task
 
 
@@ -19,7 +27,8 @@ def _halves(h: int, w: int, column: int) -> torch.Tensor:
 
 def _score(pred: torch.Tensor, gt: torch.Tensor, tolerances=(1, 2, 3, 4)) -> dict:
     """Tolerances given in px of this image (the reference diagonal is the image's own)."""
-    metric = BoundaryFScore(2, paper_tolerances=tolerances, reference_diagonal=math.hypot(*gt.shape[-2:]))
+    diagonal = math.hypot(*gt.shape[-2:])
+    metric = BoundaryFScore(2, tolerances={t: t / diagonal for t in tolerances})
     metric.update(pred[None], {"label": gt[None]})
     return metric.summary()
 
@@ -48,13 +57,18 @@ def test_empty_prediction_and_empty_truth():
     assert set(_score(torch.zeros(8, 8, dtype=torch.long), torch.zeros(8, 8, dtype=torch.long)).values()) == {1.0}
 
 
-def test_void_pixels_are_removed_from_both_boundary_maps():
+def test_void_is_zeroed_before_the_boundary_and_its_outline_kept_as_the_official_code():
     gt = _halves(20, 30, 12)
     pred = _halves(20, 30, 20)  # 8 px off: wrong at every tolerance up to 4
     gt_void = gt.clone()
     gt_void[:, 10:22] = 255  # the truth is void where both boundaries run
     assert _score(pred, gt)["bf_4px"] == 0.0
-    assert _score(pred, gt_void)["bf_4px"] == 1.0  # removed from both maps, nothing is left to disagree
+    assert _score(pred, gt_void)["bf_4px"] == 1.0  # zeroed in both masks: the two boundaries coincide
+    block = torch.zeros(12, 12, dtype=torch.long)
+    block[4:8, 4:8] = 255  # a void square inside class 0
+    bp, bg = class_boundaries(block.numpy(), block.numpy(), 0)
+    on_void = bg & (block.numpy() == 255)
+    assert on_void.any() and np.array_equal(bp, bg)  # the square's outline, part of it on void pixels, is kept
 
 
 def test_the_boundary_is_x_xor_its_right_down_and_diagonal_shifts():
@@ -64,9 +78,12 @@ def test_the_boundary_is_x_xor_its_right_down_and_diagonal_shifts():
     assert sorted(zip(*np.nonzero(b))) == [(1, 1), (1, 2), (2, 1), (2, 2)]  # the pixel and the three before it
 
 
-def test_tolerances_scale_with_the_image_diagonal():
-    assert [tolerance_px(t, 1024, 2048) for t in (3, 5, 9, 12)] == [3, 5, 9, 12]
-    assert [tolerance_px(t, 128, 256) for t in (3, 5, 9, 12)] == [1, 1, 2, 2]  # ceil(t / 8), at least 1
+def test_tolerances_are_the_official_fractions_of_the_diagonal():
+    """0.00088 / 0.001875 / 0.00375 / 0.005 of the diagonal: 3 / 5 / 9 / 12 px on Cityscapes."""
+    assert list(PAPER_TOLERANCES.values()) == [0.00088, 0.001875, 0.00375, 0.005]
+    assert [tolerance_px(t, 1024, 2048) for t in PAPER_TOLERANCES.values()] == list(PAPER_TOLERANCES)
+    assert [tolerance_px(t, 128, 256) for t in PAPER_TOLERANCES.values()] == [1, 1, 2, 2]
+    assert [tolerance_px(t, 512, 1024) for t in PAPER_TOLERANCES.values()] == [2, 3, 5, 6]
     assert PAPER_DIAGONAL == pytest.approx(2289.73, abs=0.01)
 
 

@@ -77,7 +77,7 @@ def test_the_rate_rule_keeps_rate_relative_to_the_map():
 
 
 @pytest.mark.parametrize(
-    "output_stride,side,dilations", [(8, 8, [1, 1, 1, 2, 4]), (16, 4, [1, 1, 1, 1, 2]), (32, 2, [1, 1, 1, 1, 1])]
+    "output_stride,side,dilations", [(8, 9, [1, 1, 1, 2, 4]), (16, 5, [1, 1, 1, 1, 2]), (32, 3, [1, 1, 1, 1, 1])]
 )
 def test_atrous_vgg16_at_every_output_stride(output_stride, side, dilations):
     net = BACKBONES.build("vgg16_atrous", output_stride=output_stride)
@@ -85,6 +85,31 @@ def test_atrous_vgg16_at_every_output_stride(output_stride, side, dilations):
     assert list(net.dilations.values()) == dilations and net.output_stride == output_stride
     conv5 = [m for m in net.stages["conv5"] if isinstance(m, nn.Conv2d)]
     assert all(c.dilation[0] == dilations[3] for c in conv5)  # conv5 runs at the rate pool4 skipped
+
+
+@pytest.mark.parametrize("side,cells", [(321, 41), (513, 65)])
+def test_atrous_vgg16_has_deeplabs_caffe_pools(side, cells):
+    """3x3 stride-2 pools with padding 1 in ceil mode: 41 cells at 321 px (the paper's fc6 map,
+    PAPER_FEATURE_MAP) and 65 at 513 px, where VGG's 2x2 pools give 40 and 64."""
+    from seg_core.models.deeplab import PAPER_FEATURE_MAP
+
+    with torch.device("meta"):
+        net = BACKBONES.build("vgg16_atrous", output_stride=8)
+        assert net(torch.empty(1, 3, side, side))["conv5"].shape[-2:] == (cells, cells)
+    pools = [m for m in net.modules() if isinstance(m, nn.MaxPool2d)]
+    assert [(p.kernel_size, p.stride, p.ceil_mode) for p in pools[:3]] == [(3, 2, True)] * 3
+    assert PAPER_FEATURE_MAP == 41
+
+
+def test_deeplab_v2s_resnet_101_runs_every_unit_of_res4_at_2_and_of_res5_at_4():
+    """DeepLab's convention (cascaded_resnet), not torchvision's (first unit at the previous rate)."""
+    with torch.device("meta"):
+        ours = BACKBONES.build("cascaded_resnet", depth=101, output_stride=8)
+        theirs = BACKBONES.build("resnet101", output_stride=8)
+    rates = lambda stage: [unit.conv2.dilation[0] for unit in stage]  # noqa: E731
+    assert rates(ours.stages["block3"]) == [2] * 23 and rates(ours.stages["block4"]) == [4] * 3
+    assert rates(theirs.stages["layer3"]) == [1] + [2] * 22 and rates(theirs.stages["layer4"]) == [2, 4, 4]
+    assert ours.output_stride == theirs.output_stride == 8
 
 
 def test_deeplab_option_errors_name_the_option():

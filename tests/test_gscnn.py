@@ -54,13 +54,31 @@ def test_the_ablation_switches_remove_the_gates_and_the_canny_input():
 
 
 def test_aspp_dropout_is_scaled_to_the_width_as_deeplab_v3s():
-    """The fused ASPP's dropout follows DeepLab v3's rule (0.5 at 256 channels is 1/9 at 32), and a
-    rate outside [0, 1) is refused by name."""
-    for width, expected in ((256, 0.5), (32, 1 / 9)):
+    """The fused ASPP's dropout follows DeepLab v3's rule (0.1 at 256 channels, DeepLab's TF code,
+    is 1/73 at 32), and a rate outside [0, 1) is refused by name."""
+    for width, expected in ((256, 0.1), (32, 1 / 73)):
         model = MODELS.build("gscnn", num_classes=5, **{**TINY, "width": width})
         drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
         assert len(drops) == 1 and drops[0].p == pytest.approx(expected)
-        assert model.describe()["paper_dropout"] == 0.5
+        assert model.describe()["dropout_at_256"] == 0.1
         assert model.describe()["dropout"] == pytest.approx(expected, abs=1e-6)
     with pytest.raises(ConfigError, match="dropout"):
         MODELS.build("gscnn", num_classes=5, **TINY, dropout=1.0)
+
+
+def test_the_shape_stream_starts_from_the_stems_stride_2_feature_as_the_public_code():
+    """The public code feeds the shape stream its first (full-resolution) layer; on a ResNet that
+    is the stem's conv + BN + ReLU before the max pool, at stride 2: not block1 (stride 4)."""
+    torch.manual_seed(0)
+    model = MODELS.build("gscnn", num_classes=5, **TINY).eval()
+    image = torch.randn(1, 3, 64, 96)
+    features = model.extract(image)
+    assert list(features)[:2] == ["stem", "block1"] and features["stem"].shape[-2:] == (32, 48)
+    assert model.shape.reduce.in_channels == features["stem"].shape[1]
+    with torch.no_grad():  # the blocks are the trunk's own, unchanged by reading the stem
+        plain = model.backbone(image)
+        assert all(torch.equal(plain[n], features[n]) for n in plain)
+        seen = {}
+        model.shape.reduce.register_forward_hook(lambda m, i, o: seen.update(input=i[0]))
+        model(image, image_gradients=torch.zeros(1, 1, 64, 96))
+    assert torch.equal(seen["input"], features["stem"])

@@ -532,3 +532,37 @@ def test_holdout_split_is_held_out_of_training_and_can_be_judged_on(tiny):
     assert re.search(rf"{100 * record['holdout_metrics']['miou']:.2f}", row)
     with pytest.raises(SystemExit):
         report_main(["--split", "holdout"])
+
+
+# ------------------------------------------------------ readings state only judged effects
+def test_a_reading_cites_a_check_for_every_effect_it_states():
+    """The rule (issue 27): a sentence of a reading that states an effect (a signed number) cites
+    the page's claim that judged it ([C2]) or says it was not tested; a cited id must exist."""
+    from report.checks import uncited_effects
+
+    text = (
+        "The decoder gains +1.1 on the band [C2]. Two convolutions beat one by +0.6 (not tested). "
+        "It loses -0.8 overall. The paper's +1.6 is [C1, C3]. A missing claim [C5]. "
+        "Judged elsewhere, +1.09 [icnet-cff-seeds C1]. Not there, -0.2 [icnet-cff-seeds C2]."
+    )
+    assert uncited_effects(text, 4, {"icnet-cff-seeds": 1}) == [
+        "It loses -0.8 overall.",
+        "A missing claim [C5].",
+        "Not there, -0.2 [icnet-cff-seeds C2].",
+    ]
+    assert uncited_effects("Maps of 8x8 cells, 1-2 px lines, 1,000 steps.", 0) == []
+
+
+def test_every_committed_reading_follows_the_rule():
+    from ablations.schema import load_specs
+    from report.checks import uncited_effects
+
+    specs, errors = load_specs(ROOT / "ablations" / "specs")
+    assert not errors
+    claims = {spec.id: len(spec.report.get("checks", [])) for spec in specs}
+    offending = {
+        spec.id: bad
+        for spec in specs
+        if (bad := uncited_effects(spec.report.get("discussion", ""), claims[spec.id], claims))
+    }
+    assert not offending, offending

@@ -120,7 +120,9 @@ def _block4_copy(channels: int) -> nn.Sequential:
     """Three bottleneck units of ``channels`` in and out, the first with a :class:`Subsample`
     shortcut (its stride and every unit's rate are set by :func:`set_output_stride`)."""
     planes = channels // Bottleneck.expansion
-    return nn.Sequential(*(Bottleneck(channels, planes, downsample=Subsample() if j == 0 else None) for j in range(EXTRA_UNITS)))
+    return nn.Sequential(
+        *(Bottleneck(channels, planes, downsample=Subsample() if j == 0 else None) for j in range(EXTRA_UNITS))
+    )
 
 
 def block4_copies(backbone: StagedBackbone, count: int) -> nn.ModuleList:

@@ -1,6 +1,9 @@
 """torchvision ResNet-18/34/50/101/152 as staged backbones. Output stride 8/16/32 through
-``replace_stride_with_dilation`` (DeepLab's convention: a dilated stage keeps its resolution; its
-first block runs at the previous stage's rate). torchvision's ``BasicBlock`` cannot dilate, so
+``replace_stride_with_dilation``: torchvision's convention, not DeepLab's. A dilated stage keeps
+its resolution, but its *first* unit runs at the previous stage's rate (at output stride 8:
+layer3 at 1, 2, 2, ..., layer4 at 2, 4, 4), where DeepLab v2/v3 run every unit of a dilated
+stage at its full rate (layer3 all at 2, layer4 all at 4): for DeepLab's ResNet use
+:func:`~seg_core.backbones.cascaded.cascaded_resnet` (``depth = 101``), which does. torchvision's ``BasicBlock`` cannot dilate, so
 ResNet-18/34 support output stride 32 only. ImageNet weights are named by their torchvision enum
 (``"IMAGENET1K_V2"``)."""
 

@@ -1,9 +1,11 @@
 """VGG-16 as DeepLab uses it (Chen et al., DeepLab v1 Sec. 3.1 and v2 Sec. 4.1): torchvision's
-VGG-16 convolutions in five stages (``conv1``..``conv5``, each followed by its max pooling), made
-atrous: beyond the output stride a pooling keeps the resolution (3x3, stride 1, padding 1, as in
-DeepLab's Caffe models) and the convolutions after it dilate by the stride it skipped. At output
-stride 8 that is DeepLab's network: pool4 and pool5 with stride 1, conv5 at dilation 2; fc6 (the
-head) then dilates further. The fully connected layers of VGG are not part of the trunk (DeepLab
+VGG-16 convolutions in five stages (``conv1``..``conv5``, each followed by its max pooling), with
+DeepLab's Caffe poolings: a pooling that strides is 3x3, stride 2, padding 1, ceil mode (not
+VGG's 2x2), so a 321 px crop gives a 41-cell map at output stride 8 and a 513 px image 65 (2x2
+pools: 40 and 64); beyond the output stride a pooling keeps the resolution (3x3, stride 1,
+padding 1) and the convolutions after it dilate by the stride it skipped. At output stride 8 that
+is DeepLab's network: pool1-3 striding, pool4 and pool5 with stride 1, conv5 at dilation 2; fc6
+(the head) then dilates further. Until issue 27 the striding pools were VGG's 2x2. The fully connected layers of VGG are not part of the trunk (DeepLab
 re-creates them as the fc6/fc7 of its heads). ImageNet weights: ``pretrained =
 "IMAGENET1K_V1"`` (torchvision's enum; the trunk's weights only).
 """
@@ -51,7 +53,7 @@ def vgg16_atrous(*, output_stride: int = 8, pretrained: str | None = None) -> St
             if rate > 1:  # after a pooling that kept the resolution
                 conv.dilation, conv.padding = (rate, rate), (rate, rate)
             layers += [conv, nn.ReLU(inplace=True)]
-        layers.append(nn.MaxPool2d(2, 2) if stride == 2 else nn.MaxPool2d(3, 1, 1))
+        layers.append(nn.MaxPool2d(3, 2, 1, ceil_mode=True) if stride == 2 else nn.MaxPool2d(3, 1, 1))
         stages[f"conv{n}"] = nn.Sequential(*layers)
         rate = dilation
     return StagedBackbone(nn.Identity(), stages, [w[-1] for w in VGG16_STAGES], _cumulative(strides), dilations)

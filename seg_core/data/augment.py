@@ -1,7 +1,10 @@
 """Joint image/label augmentation of the paper-scale datasets (torchvision.transforms.v2).
 
 Training, as DeepLab, PSPNet, ICNet and GCN train on VOC and Cityscapes: a random scale
-(``scale_range``, both image and label, the label by nearest neighbour), a random crop of
+(``scale_range``, both image and label: the image bilinearly, the label by sampling each output
+pixel's centre, ``NEAREST_EXACT``, so the two stay aligned; torchvision's ``NEAREST`` takes input
+pixel ``floor(j * in / out)``, half an output pixel off the image, and was used until issue 27),
+a random crop of
 ``crop_size`` padded where the image is smaller (image with the mean colour, label with 255, which
 every loss ignores), a random horizontal flip and, optionally, photometric jitter of the image.
 Evaluation: the image as it is, padded to ``crop_size`` where it is smaller (the GCN protocol pads
@@ -27,6 +30,7 @@ from seg_core.data.checks import DataError
 
 IGNORE = 255
 MEAN_COLOUR = (124, 116, 104)  # round(255 * ImageNet mean): zero after normalisation
+LABEL_INTERPOLATION = v2.InterpolationMode.NEAREST_EXACT  # label cells sampled at their centres
 
 
 class JointAugment:
@@ -57,7 +61,7 @@ class JointAugment:
         h, w = label.shape
         size = [max(1, round(h * scale)), max(1, round(w * scale))]
         img = tv_tensors.Image(v2.functional.resize(image, size, antialias=True))
-        mask = tv_tensors.Mask(v2.functional.resize(label[None], size, interpolation=v2.InterpolationMode.NEAREST)[0])
+        mask = tv_tensors.Mask(v2.functional.resize(label[None], size, interpolation=LABEL_INTERPOLATION)[0])
         with torch.random.fork_rng(devices=[]):  # the v2 transforms draw from the global generator: seed it per sample
             torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
             img, mask = self.rest(img, mask)

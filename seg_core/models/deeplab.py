@@ -12,6 +12,14 @@ A DeepLab v1/v2 head sits on the trunk's top map (output stride 8):
   fc8: ASPP-S = rates 2/4/8/12, ASPP-L = 6/12/18/24); on ResNet-101 each branch is one 3x3
   convolution straight to the classes (``branch = "direct"``).
 
+**The trunk at output stride 8.** DeepLab v2's ResNet-101 runs every unit of res4 at rate 2 and of
+res5 at rate 4: build it as ``backbone = "cascaded_resnet"`` with ``depth = 101`` and
+``output_stride = 8``, which does (tests/test_deeplab.py); torchvision's ``resnet101`` at output
+stride 8 runs the first unit of each dilated stage at the previous rate, which is not DeepLab's
+network. This builder does not yet refuse a trunk at another output stride (a known gap: adding the
+check changes this module, whose code every DeepLab and Gated-SCNN result records, so it lands with
+their next re-run).
+
 **Rates and widths at another scale, one rule.** A rate means nothing without the map it runs
 on: the paper's rates are chosen for fc6 at 1/8 of 321 px crops (a 41-cell map). A model built
 for a ``feature_map`` of another side keeps the paper's ratio of rate to map side,

@@ -3,12 +3,17 @@ arXiv 1907.05740): a shape stream, gated by the regular stream, beside a DeepLab
 
 * **Regular stream**: :func:`~seg_core.backbones.cascaded.cascaded_resnet`; ``output_stride``
   (the paper's is 8) and ``multi_grid`` are model options set on the pretrained trunk.
-* **Shape stream** (Sec. 3.1, Fig. 2): the stride-4 feature (block1), 1x1 to ``shape_width``
-  (64) channels and upsampled to the image; then three times: a residual block, a 1x1
-  convolution halving the channels (64 -> 32 -> 16 -> 8), and a :class:`GatedConv` gated by a
-  deeper regular-stream feature (block2, block3, the top) reduced to one channel by a 1x1 and
-  upsampled (``align_corners=True``, as the paper's code); a final 1x1 (8 -> 1, no bias) gives the
-  boundary logits, returned as the output ``boundary`` (trained by ``boundary_bce``).
+* **Shape stream** (Sec. 3.1, Fig. 2): it starts from the regular stream's *first* feature, as
+  the public code starts it from its WideResNet-38's first layer (full resolution, 64 channels).
+  On a ResNet that is the stem's convolution + BN + ReLU at stride 2, before the max pool
+  (``stem``, returned by :meth:`GatedSCNN.extract` beside the blocks): 1x1 to ``shape_width`` (64)
+  channels (our adaptation: the public code feeds its 64 channels as they are) and upsampled to
+  the image; then three times: a residual block, a 1x1 convolution halving the channels
+  (64 -> 32 -> 16 -> 8), and a :class:`GatedConv` gated by a deeper regular-stream feature
+  (block2, block3, the top) reduced to one channel by a 1x1 and upsampled (``align_corners=True``,
+  as the paper's code); a final 1x1 (8 -> 1, no bias) gives the boundary logits, returned as the
+  output ``boundary`` (trained by ``boundary_bce``). Until issue 27 it started from block1 at
+  stride 4 (the feature the v3+ decoder reads); every Gated-SCNN result before that is withdrawn.
 * :class:`GatedConv` (Sec. 3.2, Eq. 1-2): ``alpha = sigmoid(BN(conv1x1(ReLU(conv1x1(BN([x, s]))))))``
   with C+1 -> C+1 -> 1 channels, ``out = conv1x1(x * (alpha + 1))`` (no bias). ``gated = False``
   (the ablation) drops the gate: ``out = conv1x1(x)``.
@@ -27,6 +32,7 @@ synthetic 64 px images, one thread: 0.29 ms per image (colour) against 7.3 ms fo
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,6 +52,7 @@ from seg_core.registry import INPUTS, MODELS, ConfigError
 
 INSTALL = 'Gated-SCNN\'s image gradients need OpenCV: pip install "segbench[gscnn]" (opencv-python-headless)'
 PAPER_FEATURE_MAP = 100  # Gated-SCNN's 800 px Cityscapes crops at output stride 8 (Sec. 4)
+STEM = "stem"  # the name of the stem's stride-2 feature among the extracted features
 
 
 @INPUTS.register("image_gradients")
@@ -87,7 +94,7 @@ class GatedConv(nn.Module):
 
 
 class ShapeStream(nn.Module):
-    """block1 -> [residual block -> 1x1 halving -> gated conv] x 3 -> 1x1 to the boundary logits."""
+    """stem feature -> [residual block -> 1x1 halving -> gated conv] x 3 -> 1x1 to the boundary logits."""
 
     def __init__(self, low_channels: int, gate_channels: Sequence[int], width: int, gated: bool) -> None:
         super().__init__()
@@ -139,11 +146,25 @@ class GatedSCNN(Segmenter):
         self.extra_inputs = ("image_gradients",) if use_gradients else ()
         names = backbone.stage_names
         self.low, self.deep = names[0], (names[1], names[2], backbone.top)
-        self.decoder_inputs = tuple(dict.fromkeys((self.low, *self.deep)))
+        self.decoder_inputs = tuple(dict.fromkeys((STEM, self.low, *self.deep)))
         self.info = info
 
+    def extract(self, image: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        """The trunk's block features and, first, the stem's stride-2 feature (before its max
+        pool): the shape stream's input."""
+        *layers, pool = self.backbone.stem  # the layers themselves, not a slice (a new container)
+        first = image
+        for layer in layers:
+            first = layer(first)
+        features: OrderedDict[str, torch.Tensor] = OrderedDict([(STEM, first)])
+        x = pool(first)
+        for name in self.backbone.stage_names:
+            x = self.backbone.stages[name](x)
+            features[name] = x
+        return features
+
     def decode(self, features: Mapping[str, torch.Tensor], size: Sequence[int], **extra) -> dict[str, torch.Tensor]:
-        boundary = self.shape(features[self.low], [features[n] for n in self.deep], size)
+        boundary = self.shape(features[STEM], [features[n] for n in self.deep], size)
         maps = [torch.sigmoid(boundary)]
         if self.use_gradients:
             grads = extra.get("image_gradients")
@@ -189,13 +210,14 @@ def gscnn(
     low_level_channels: int = 48,
     decoder_convs: int = 2,
     decoder_width: int = 256,
-    dropout: float = 0.5,
+    dropout: float = 0.1,
 ) -> GatedSCNN:
     """Gated-SCNN on a cascaded ResNet (see the module docstring). ``aspp_rates`` are the paper's
     at output stride 8 (12/24/36 on a 100-cell map); ``feature_map`` scales them to a smaller map.
     ``gated`` and ``image_gradients`` switch off the gates and the Canny input (the ablation).
-    ``dropout`` is the paper's rate after the ASPP projection at 256 channels, scaled to ``width``
-    as DeepLab v3's (:func:`~seg_core.models.deeplab.scaled_dropout`)."""
+    ``dropout`` is the rate after the ASPP projection at 256 channels (0.1, DeepLab's TF code;
+    the paper gives none), scaled to ``width`` as DeepLab v3's
+    (:func:`~seg_core.models.deeplab.scaled_dropout`)."""
     if backbone != "cascaded_resnet":
         raise ConfigError("backbone", f"Gated-SCNN runs on 'cascaded_resnet', got {backbone!r}")
     for key, value in (("width", width), ("shape_width", shape_width), ("low_level_channels", low_level_channels),
@@ -208,16 +230,17 @@ def gscnn(
         raise ConfigError("dropout", f"expected a probability in [0, 1), got {dropout}")
     if len(net.stage_names) < 4:
         raise ConfigError("backbone_options", "the shape stream needs block1-block4")
+    if not (isinstance(net.stem, nn.Sequential) and isinstance(net.stem[-1], nn.MaxPool2d)):
+        raise ConfigError("backbone", "the shape stream reads the stem's feature before its max pool")
     names = net.stage_names
-    shape = ShapeStream(
-        net.out_channels[names[0]], [net.out_channels[n] for n in (names[1], names[2], net.top)], shape_width, gated
-    )
+    stem_channels = next(m for m in net.stem if isinstance(m, nn.Conv2d)).out_channels
+    shape = ShapeStream(stem_channels, [net.out_channels[n] for n in (names[1], names[2], net.top)], shape_width, gated)
     rates = [scaled_rate(r, feature_map, paper_feature_map) for r in aspp_rates]
     used_dropout = scaled_dropout(dropout, width / PAPER_WIDTH)
     aspp = EdgeASPP(net.out_channels[net.top], rates, width, dropout=used_dropout)
     decoder = Decoder(width, net.out_channels[names[0]], low_level_channels, decoder_convs, decoder_width, 3)
     info = {"output_stride": net.output_stride, "aspp_rates": rates, "paper_aspp_rates": list(aspp_rates),
-            "gated": gated, "image_gradients": image_gradients, "paper_dropout": dropout,
+            "gated": gated, "image_gradients": image_gradients, "dropout_at_256": dropout,
             "dropout": round(used_dropout, 6)}  # fmt: skip
     return GatedSCNN(
         net, shape, nn.Conv2d(2 if image_gradients else 1, 1, 1), aspp, decoder,
