@@ -215,3 +215,66 @@ def _variants(table, summary, runs, plt):
     ax1.invert_yaxis()
     ax2.set_yticklabels([])
     return fig
+
+
+OUTCOME_COLOURS = {
+    "holds": "#2a9d48",
+    "undecided": "#8c8c8c",
+    "reversed": "#d1352b",
+    "differs": "#e08a1e",
+    "incomplete": "#c6c6c6",
+}
+
+
+def forest(claims: list[tuple[str, object]], path: Path) -> None:
+    """Every pairwise claim (``(paper, CheckResult)``) as a point with its interval, signed so that
+    the paper's direction is positive, the paper's effect as a diamond, coloured by outcome and
+    grouped by paper (the index's first figure)."""
+    plt = plotting.pyplot()
+    drawn = [(paper, r) for paper, r in claims if r.kind == "pairwise" and r.n > 0]
+    height = max(2.5, 0.22 * (len(drawn) + 2 * len({p for p, _ in drawn})) + 1.2)
+    fig, ax = plt.subplots(figsize=(9.5, height))
+    y, ticks, labels, previous = 0, [], [], None
+    for paper, r in drawn:
+        if paper != previous:  # a gap and a header per paper
+            y += 1.2 if previous is not None else 0
+            ax.text(
+                -0.01, y, paper, transform=ax.get_yaxis_transform(), ha="right", va="center", weight="bold", fontsize=8
+            )
+            y += 1
+            previous = paper
+        sign = -1.0 if r.expect == "less" else 1.0
+        low, high = sorted((sign * r.ci_low, sign * r.ci_high))
+        colour = OUTCOME_COLOURS.get(r.outcome, "#8c8c8c")
+        if r.expect == "similar" and r.margin is not None:
+            ax.fill_betweenx([y - 0.35, y + 0.35], -r.margin, r.margin, color=colour, alpha=0.12, lw=0)
+        if np.isfinite(low) and np.isfinite(high):
+            ax.plot([low, high], [y, y], color=colour, lw=1.6)
+        ax.plot(sign * r.delta, y, "o", color=colour, ms=4)
+        if np.isfinite(r.paper_delta):
+            ax.plot(sign * r.paper_delta, y, "D", mfc="none", mec="black", ms=4, mew=0.8)
+        ticks.append(y)
+        labels.append(r.claim if len(r.claim) <= 70 else r.claim[:67] + "...")
+        y += 1
+    ax.set_yticks(ticks, labels, fontsize=6.5)
+    ax.invert_yaxis()
+    ax.set_xscale("symlog", linthresh=2.0)
+    reach = max(
+        [2.0] + [abs(v) for _, r in drawn for v in (r.ci_low, r.ci_high, r.delta, r.paper_delta) if np.isfinite(v)]
+    )
+    steps = [t for t in (1, 2, 5, 10, 30, 100) if t <= reach * 1.2]
+    ax.set_xticks(
+        [-t for t in reversed(steps)] + [0] + steps,
+        [f"{-t:g}" for t in reversed(steps)] + ["0"] + [f"+{t:g}" for t in steps],
+    )
+    ax.set_xlim(-reach * 1.3, reach * 1.3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel(
+        "effect (points) in the paper's direction: ours, dot and 95% interval; the paper's, diamond", fontsize=8
+    )
+    handles = [plt.Line2D([], [], color=c, marker="o", lw=1.6, label=o) for o, c in OUTCOME_COLOURS.items()]
+    handles.append(plt.Line2D([], [], color="black", marker="D", mfc="none", lw=0, label="paper"))
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=6, fontsize=7, frameon=True)
+    ax.set_ylim(y + 0.5, -2.5)
+    fig.tight_layout()
+    plotting.save(fig, path)

@@ -72,6 +72,9 @@ def render_table(
     row = {
         "_id": spec.id,
         "_beyond": spec.report.get("beyond"),
+        "_paper": paper_of(spec.paper_table),
+        "_label": verdict.label,
+        "_results": results if not table.runs.empty else [],
         "table": f"[{spec.title}]({spec.id}{suffix}.md)",
         "paper table": spec.paper_table,
         "scale": table.tag,
@@ -124,6 +127,12 @@ def render_timing(spec: TimingSpec, results_dir: Path, out_dir: Path) -> tuple[d
     return files, rows
 
 
+def paper_of(paper_table: str) -> str:
+    """The paper a table belongs to: its ``paper_table`` up to the first comma or parenthesis
+    ("ICNet, Table 2": ICNet)."""
+    return re.split(r"[,(]", paper_table, maxsplit=1)[0].strip()
+
+
 def _natural(text: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
@@ -146,7 +155,7 @@ def generate(
             if tag is None and split == "val":
                 more, new_rows = render_timing(spec, results_dir, out_dir)
                 files.update(more)
-                rows += new_rows
+                rows += [{**r, "_paper": paper_of(spec.paper_table), "_timing": True} for r in new_rows]
             continue
         if tag is not None:
             tags = [tag] if tag.split("+", 1)[0] in spec.scales and (results_dir / spec.id / tag).is_dir() else []
@@ -165,7 +174,12 @@ def generate(
             files.update(more)
             rows.append(row)
     rows.sort(key=lambda row: _natural(row["paper table"]))  # by paper, then table number
-    files[out_dir / "index.md"] = pages.index(*_beyond_column(rows, errors), errors)
+    if tag is None and split == "val":
+        files[out_dir / "index.md"] = pages.summary_index(rows, errors)
+        claims = [(row["_paper"], r) for row in rows if not row.get("_beyond") for r in row.get("_results", ())]
+        files[out_dir / "figures" / "claims.png"] = lambda path, c=claims: figures.forest(c, path)
+    else:
+        files[out_dir / "index.md"] = pages.index(*_beyond_column(rows, errors), errors)
     written = []
     for path, content in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +190,15 @@ def generate(
             tmp.write_text(content, encoding="utf-8")
             tmp.replace(path)
         written.append(path)
+    if tag is None and split == "val":  # the canonical report: nothing stays that it no longer makes
+        for orphan in sorted(set(generated_files(out_dir)) - set(written)):
+            orphan.unlink()
     return written, errors
+
+
+def generated_files(out_dir: Path) -> list[Path]:
+    """The files in ``out_dir`` of the kinds the generator writes (pages and figures)."""
+    return sorted([*out_dir.glob("*.md"), *(out_dir / "figures").glob("*.png")])
 
 
 def _beyond_column(rows: list[dict], errors: list[str]) -> tuple[list[dict], list[dict]]:

@@ -299,6 +299,115 @@ def link_citations(text: str) -> str:
     return re.sub(r"\[([a-z0-9][a-z0-9-]*) (C\d+(?:, ?C\d+)*)\](?!\()", r"[\1 \2](\1.md)", text)
 
 
+OUTCOME_COLUMNS = ("holds", "undecided", "reversed", "differs", "incomplete")
+
+
+def _tally(results: list[CheckResult]) -> dict[str, int]:
+    """Outcome counts of a table's paper claims (our own questions, ``ours``, are not counted)."""
+    paper = [r for r in results if not r.ours]
+    counts = {o: sum(r.outcome == o for r in paper) for o in OUTCOME_COLUMNS}
+    return {"claims": len(paper), **counts}
+
+
+def _tally_phrase(t: dict[str, int]) -> str:
+    if not t["claims"]:
+        return ""
+    rest = ", ".join(f"{t[o]} {o}" for o in OUTCOME_COLUMNS[1:] if t[o])
+    return f"{t['holds']}/{t['claims']} hold" + (f", {rest}" if rest else "")
+
+
+def summary_index(rows: list[dict], errors: list[str]) -> str:
+    """The index: what reproduces, per paper (a tally table), every claim in one figure, then one
+    line per table grouped by paper; the follow-up specs ("beyond the papers") link from the
+    table they test. No paragraph in any cell: each page has the sentences."""
+    ids = {row.get("_id") for row in rows}
+    beyond: dict[str, list[dict]] = {}
+    for row in rows:
+        if row.get("_beyond"):
+            if row["_beyond"] not in ids:
+                errors.append(f"{row['_id']}: report.beyond names no ablation spec with results ({row['_beyond']!r})")
+            beyond.setdefault(row["_beyond"], []).append(row)
+    main = [row for row in rows if not row.get("_beyond")]
+    papers = sorted(
+        dict.fromkeys(row["_paper"] for row in main), key=lambda t: [(x.isdigit(), x) for x in re.split(r"(\d+)", t)]
+    )
+    lines = [
+        "# segbench report",
+        "",
+        "Paper tables re-run from specs (`ablations/specs/`) at the mini scale: the embedded synthetic data on CPU, "
+        "which tests whether a paper's *mechanism* shows, not its absolute numbers. Each claim is judged on per-seed "
+        "paired differences with a 95% interval (each page says how); timing tables compare "
+        "ratios measured in one run. Regenerate with `nox -s report`.",
+        "",
+    ]
+    if errors:
+        lines += ["**Specs that could not be read** (fix them; the other pages are current):", ""]
+        lines += [f"- {e}" for e in errors] + [""]
+    summary, totals = [], dict.fromkeys(("tables", "claims", *OUTCOME_COLUMNS, "no results"), 0)
+    for paper in papers:
+        tables = [r for r in main if r["_paper"] == paper and not r.get("_timing")]
+        if not tables:
+            continue
+        t = {"tables": len(tables), "claims": 0, **dict.fromkeys(OUTCOME_COLUMNS, 0)}
+        for row in tables:
+            for key, value in _tally(row.get("_results", [])).items():
+                t[key] += value
+        t["no results"] = sum(1 for r in tables if not r.get("_results"))
+        summary.append({"paper": paper, **t})
+        for key in totals:
+            totals[key] += t[key]
+    if summary:
+        lines += ["## What reproduces", ""]
+        lines += [
+            "Paper claims per paper (our own questions beyond the papers are not counted). *no results*: tables "
+            "without results yet (blocked or not run; their lines below say why).",
+            "",
+            pd.DataFrame([*summary, {"paper": "**all**", **totals}]).to_markdown(index=False),
+            "",
+            "![Every claim: our effect and its 95% interval, signed so that positive is the paper's direction, with "
+            "the paper's effect marked](figures/claims.png)",
+            "",
+            "Every pairwise claim of the tables above: our mean per-seed difference with its 95% interval, signed so "
+            "that the paper's direction is positive (an *about equal* claim is drawn as measured, with its margin "
+            "shaded), the paper's effect as a diamond, coloured by outcome; ordering claims (a rank correlation) "
+            "are counted in the table but not drawn. The axis is linear within 2 points of zero and logarithmic "
+            "beyond.",
+            "",
+        ]
+    for paper in papers:
+        lines += [f"## {paper}", ""]
+        for row in (r for r in main if r["_paper"] == paper):
+            tally = _tally_phrase(_tally(row.get("_results", [])))
+            label = row.get("_label") or row["verdict"]
+            if row.get("_timing"):
+                word = row["verdict"].split(":")[0].split(";")[0]
+                lines.append(f"- **timing, {row['scale'].removeprefix('timing, ')}**: {row['table']} — {word}")
+                continue
+            follow = "; ".join(b["table"] for b in beyond.get(row["_id"], []) if b["scale"] == row["scale"])
+            parts = [f"- **{label}**" + (f" ({tally})" if tally else ""), row["table"]]
+            if row["scale"] != "mini":
+                parts[-1] += f" (`{row['scale']}`)"
+            line = ": ".join(parts[:1]) + ": " + parts[1]
+            if label == "blocked":
+                line += " — blocked (the page says why)"
+            if follow:
+                line += f" · tested beyond the paper: {follow}"
+            lines.append(line)
+        lines.append("")
+    if beyond:
+        lines += ["## Beyond the papers", ""]
+        lines += [
+            "Specs that test the explanations our pages give where a claim does not reproduce (a fairer tuning, the "
+            "paper's data regime, a fine-tuned backbone, more seeds); each is linked from the table it tests.",
+            "",
+        ]
+        for row in (r for rs in beyond.values() for r in rs):
+            tally = _tally_phrase(_tally(row.get("_results", [])))
+            lines.append(f"- **{row['_label']}**" + (f" ({tally})" if tally else "") + f": {row['table']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def index(rows: list[dict], beyond: list[dict], errors: list[str]) -> str:
     lines = [
         "# segbench report",

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -100,11 +101,38 @@ def test_report_reads_files_only():
 
 
 def test_committed_report_matches_committed_results(tmp_path):
-    """report/ is what the generator makes of results/ (nothing hand-edited, nothing stale)."""
+    """report/ is what the generator makes of results/ (nothing hand-edited, nothing stale), and
+    holds no page or figure the generator no longer makes (orphans are pruned when it runs)."""
+    from report.generate import generated_files
+
     written, errors = generate(ROOT / "ablations" / "specs", ROOT / "results", tmp_path)
     assert not errors
     for page in sorted(tmp_path.glob("*.md")):
         assert page.read_text() == (ROOT / "report" / page.name).read_text(), page.name
+    committed = {p.relative_to(ROOT / "report") for p in generated_files(ROOT / "report")}
+    assert committed == {p.relative_to(tmp_path) for p in generated_files(tmp_path)}
+    # the index opens with what reproduces per paper and the claims figure; its total is the lines' sum
+    text = (tmp_path / "index.md").read_text()
+    head = text.split("\n## ")[1]
+    assert head.startswith("What reproduces") and "figures/claims.png" in head
+    assert (tmp_path / "figures" / "claims.png").stat().st_size > 10_000
+    total = int(next(line for line in head.splitlines() if line.startswith("| **all**")).split("|")[3])
+    listed = re.findall(r"\(\d+/(\d+) hold", text.split("## Beyond")[0])
+    assert total == sum(map(int, listed)) > 0
+
+
+def test_the_generator_prunes_pages_and_figures_it_no_longer_makes(tmp_path):
+    from report.generate import generate as regenerate
+
+    (tmp_path / "figures").mkdir()
+    orphans = [tmp_path / "old-table.md", tmp_path / "figures" / "old-table.png"]
+    for path in orphans:
+        path.write_text("stale")
+    keep = tmp_path / "notes.txt"
+    keep.write_text("not a generated kind")
+    (tmp_path / "results").mkdir()
+    regenerate(ROOT / "ablations" / "specs", tmp_path / "results", tmp_path)  # no results: quick, few files
+    assert not any(p.exists() for p in orphans) and keep.exists() and (tmp_path / "index.md").exists()
 
 
 def test_model_info_columns_say_whose_configuration_they_show():
@@ -566,3 +594,18 @@ def test_every_committed_reading_follows_the_rule():
         if (bad := uncited_effects(spec.report.get("discussion", ""), claims[spec.id], claims))
     }
     assert not offending, offending
+
+
+def test_the_index_tallies_paper_claims_by_outcome():
+    """The index's summary counts each table's paper claims by outcome (our own questions excluded)."""
+    from report.checks import CheckResult
+    from report.pages import _tally, _tally_phrase
+
+    def result(outcome, ours=False):
+        return CheckResult(
+            "c", "pairwise", "a", "b", "miou", "greater", None, 1.0, 0.5, 0.1, 3, 0.1, 0.9, outcome, ours=ours
+        )
+
+    tally = _tally([result("holds"), result("undecided"), result("reversed"), result("holds", ours=True)])
+    assert tally == {"claims": 3, "holds": 1, "undecided": 1, "reversed": 1, "differs": 0, "incomplete": 0}
+    assert _tally_phrase(tally) == "1/3 hold, 1 undecided, 1 reversed"
