@@ -316,12 +316,16 @@ def _ignore_interrupts() -> None:
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
+    """Stop the workers now (Ctrl-C, a crash), then wait for the pool's manager thread to finish.
+    Left running, that thread can close its wake-up pipe while the interpreter's exit handler
+    writes to it: an occasional "Bad file descriptor" traceback after the one-line message."""
     processes = list((pool._processes or {}).values())  # noqa: SLF001  (the pool offers no public kill)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
     for process in processes:
         process.join(timeout=10)
+    pool.shutdown(wait=True)  # the workers are gone: the manager thread sees it and ends
 
 
 def _enable_faulthandler() -> None:

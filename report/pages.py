@@ -379,9 +379,10 @@ def summary_index(rows: list[dict], errors: list[str]) -> str:
         for row in (r for r in main if r["_paper"] == paper):
             tally = _tally_phrase(_tally(row.get("_results", [])))
             label = row.get("_label") or row["verdict"]
-            if row.get("_timing"):
-                word = row["verdict"].split(":")[0].split(";")[0]
-                lines.append(f"- **timing, {row['scale'].removeprefix('timing, ')}**: {row['table']} — {word}")
+            label = "not run yet" if label == "no results" else label
+            if row.get("_timing"):  # the verdict's first clause ("partially reproduced: 1 of 3 speedups agree ...")
+                head = row["verdict"].split(" (")[0].split(";")[0]
+                lines.append(f"- **timing, {row['scale'].removeprefix('timing, ')}**: {row['table']} — {head}")
                 continue
             follow = "; ".join(b["table"] for b in beyond.get(row["_id"], []) if b["scale"] == row["scale"])
             parts = [f"- **{label}**" + (f" ({tally})" if tally else ""), row["table"]]
@@ -389,7 +390,11 @@ def summary_index(rows: list[dict], errors: list[str]) -> str:
                 parts[-1] += f" (`{row['scale']}`)"
             line = ": ".join(parts[:1]) + ": " + parts[1]
             if label == "blocked":
-                line += " — blocked (the page says why)"
+                line += " — " + row["verdict"]  # "blocked: why", one line from the spec
+            else:
+                done, _, expected = row["runs"].partition("/")
+                if expected and done != expected.split(" ")[0]:  # incomplete or failed runs: say so here too
+                    line += f" — runs {row['runs']}"
             if follow:
                 line += f" · tested beyond the paper: {follow}"
             lines.append(line)

@@ -29,9 +29,10 @@ def test_end_to_end_spec_to_results_to_report(tiny):
     assert main(cli_args(tiny, "run", "tiny")) == 0  # default jobs: the process pool on 2 cores
     out = tiny["root"] / "report"
     written, _ = generate(tiny["specs"], tiny["results"], out)
-    assert {p.name for p in written} == {"index.md", "tiny.md", "tiny.png"}
+    assert {p.name for p in written} == {"index.md", "tiny.md", "tiny.png", "claims.png"}
     index = (out / "index.md").read_text()
-    assert "[Tiny GCN sweep](tiny.md)" in index and "6/6" in index
+    line = next(line for line in index.splitlines() if "[Tiny GCN sweep](tiny.md)" in line)
+    assert "hold" in line and "runs" not in line  # the tally; all 6 runs done, so no runs note
     page = (out / "tiny.md").read_text()
     assert (
         "## Verdict:" in page
@@ -60,7 +61,7 @@ def test_a_columns_figure_draws_each_variant_along_the_pages_columns(tiny, monke
     figures = []
     monkeypatch.setattr(report_figures.plotting, "save", lambda fig, path: figures.append(fig))
     generate(tiny["specs"], tiny["results"], tiny["root"] / "report")
-    (fig,) = figures
+    fig, _claims = figures  # the page's figure, then the index's figure of every claim
     paper_ax, ours_ax = fig.axes[:2]
     assert [t.get_text() for t in ours_ax.get_xticklabels()] == ["mIoU", "mean acc."]
     drawn = {line.get_label(): len(line.get_xydata()) for line in paper_ax.get_lines()}
@@ -326,7 +327,7 @@ def test_our_own_questions_are_described_but_never_change_the_papers_verdict():
     assert verdict.label == "reproduced" and verdict.sentence.startswith("reproduced: all 2 claims hold")
     assert "Beyond the paper (not counted): our question: reversed" in verdict.sentence
     assert table_verdict([_result("undecided"), replace(ours, outcome="holds")]).label == "undecided"
-    (row,) = [line for line in "\n".join(claims_table([ours])).splitlines() if line.startswith("| our question")]
+    (row,) = [line for line in "\n".join(claims_table([ours])).splitlines() if "| our question" in line]
     assert "*(ours: not counted in the verdict)*" in row
 
 
@@ -503,7 +504,7 @@ def test_timing_spec_page_puts_our_ratios_beside_the_papers(tmp_path):
     ]
     (results / "benchmarks" / "timing-cpu.json").write_text(json.dumps({"benchmarks": benches, "machine_info": {}}))
     written, errors = generate(specs, results, tmp_path / "report")
-    assert not errors and {p.name for p in written} == {"index.md", "tiny-timing.md", "tiny-timing.png"}
+    assert not errors and {p.name for p in written} == {"index.md", "tiny-timing.md", "tiny-timing.png", "claims.png"}
     page = (tmp_path / "report" / "tiny-timing.md").read_text()
     row = next(line for line in page.splitlines() if line.startswith("| small "))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -514,7 +515,7 @@ def test_timing_spec_page_puts_our_ratios_beside_the_papers(tmp_path):
         in page
     )
     index = (tmp_path / "report" / "index.md").read_text()
-    assert "1 of 2 speedups agree" in index and "small: ours 5.00x vs paper 5.15x" in index
+    assert "1 of 2 speedups agree" in index and "small: ours 5.00x vs paper 5.15x" not in index  # details: the page
     (results / "benchmarks" / "timing-cpu.json").write_text("{not json")
     with pytest.raises(ReportInputError, match="timing-cpu.json"):
         generate(specs, results, tmp_path / "report")
