@@ -148,7 +148,10 @@ def test_a_tuned_spec_extends_the_untuned_one_and_its_page_puts_both_verdicts_si
     page = (tmp_path / "report" / "tiny-tuned.md").read_text()
     assert "## Tuned vs untuned" in page and "[tiny](tiny.md)" in page and "k=5 beats the 1x1 baseline" in page
     index = (tmp_path / "report" / "index.md").read_text()
-    assert "what we tested beyond the paper" in index and "## Beyond the papers" in index
+    assert (
+        "tested beyond the paper: [Tiny GCN sweep, lr tuned](tiny-tuned.md)" in index
+        and "## Beyond the papers" in index
+    )
     main_table = index.split("## Beyond the papers")[0]
     assert "[Tiny GCN sweep, lr tuned](tiny-tuned.md)" in main_table  # linked from the table it tests
 
