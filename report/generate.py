@@ -177,6 +177,7 @@ def generate(
     if tag is None and split == "val":
         files[out_dir / "index.md"] = pages.summary_index(rows, errors)
         claims = [(row["_paper"], r) for row in rows if not row.get("_beyond") for r in row.get("_results", ())]
+        claims.sort(key=lambda claim: pages.paper_order(claim[0]))  # stable: the index's order of papers
         files[out_dir / "figures" / "claims.png"] = lambda path, c=claims: figures.forest(c, path)
     else:
         files[out_dir / "index.md"] = pages.index(*_beyond_column(rows, errors), errors)

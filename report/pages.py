@@ -302,6 +302,11 @@ def link_citations(text: str) -> str:
 OUTCOME_COLUMNS = ("holds", "undecided", "reversed", "differs", "incomplete")
 
 
+def paper_order(paper: str) -> list:
+    """Papers in natural order ("DeepLab v3" before "DeepLab v3+", "v2" before "v10")."""
+    return [(part.isdigit(), int(part) if part.isdigit() else part) for part in re.split(r"(\d+)", paper)]
+
+
 def _tally(results: list[CheckResult]) -> dict[str, int]:
     """Outcome counts of a table's paper claims (our own questions, ``ours``, are not counted)."""
     paper = [r for r in results if not r.ours]
@@ -328,9 +333,7 @@ def summary_index(rows: list[dict], errors: list[str]) -> str:
                 errors.append(f"{row['_id']}: report.beyond names no ablation spec with results ({row['_beyond']!r})")
             beyond.setdefault(row["_beyond"], []).append(row)
     main = [row for row in rows if not row.get("_beyond")]
-    papers = sorted(
-        dict.fromkeys(row["_paper"] for row in main), key=lambda t: [(x.isdigit(), x) for x in re.split(r"(\d+)", t)]
-    )
+    papers = sorted(dict.fromkeys(row["_paper"] for row in main), key=paper_order)
     lines = [
         "# segbench report",
         "",
