@@ -282,7 +282,7 @@ def check_id(number: int) -> str:
 
 # A reading states an effect when it gives a signed number (+2.5, -0.8 points, +3.4 mIoU, ...).
 _EFFECT = re.compile(r"(?<![\w.])[+\-\u2212]\d+(?:[.,]\d+)?")
-# [C2], [C1, C3]: claims of this page; [icnet-cff C4]: a claim of another table's page
+# [C2], [C1, C3]: claims of this page; [<spec id> C4]: a claim of another table's page
 _CITATION = re.compile(r"\[(?:([a-z0-9][a-z0-9-]*) )?(C\d+(?:, ?C\d+)*)\]")
 _UNTESTED = re.compile(r"\b(not tested|untested|not judged)\b", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.;:!?])\s+(?=[A-Z(\[*])")
@@ -298,7 +298,7 @@ def uncited_effects(text: str, checks: int, others: Mapping[str, int] | None = N
     claim and without saying it was not tested (``not tested``, ``untested``, ``not judged``),
     and every sentence that cites a claim that does not exist. A claim is cited by its id on the
     page (``[C2]``, ``[C1, C3]``: ``checks`` claims) or on another table's page
-    (``[icnet-cff C4]``: ``others`` maps a spec id to its number of claims). The rule of issue 27:
+    (``[<spec id> C4]``: ``others`` maps a spec id to its number of claims). The rule of issue 27:
     a page states an effect as a finding only where a judged check backs it."""
     others = others or {}
     bad = []

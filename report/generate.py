@@ -129,7 +129,7 @@ def render_timing(spec: TimingSpec, results_dir: Path, out_dir: Path) -> tuple[d
 
 def paper_of(paper_table: str) -> str:
     """The paper a table belongs to: its ``paper_table`` up to the first comma or parenthesis
-    ("ICNet, Table 2": ICNet)."""
+    ("Some Paper, Table 2": Some Paper)."""
     return re.split(r"[,(]", paper_table, maxsplit=1)[0].strip()
 
 
@@ -174,13 +174,14 @@ def generate(
             files.update(more)
             rows.append(row)
     rows.sort(key=lambda row: _natural(row["paper table"]))  # by paper, then table number
+    errors += _beyond_errors(rows)
     if tag is None and split == "val":
         files[out_dir / "index.md"] = pages.summary_index(rows, errors)
         claims = [(row["_paper"], r) for row in rows if not row.get("_beyond") for r in row.get("_results", ())]
         claims.sort(key=lambda claim: pages.paper_order(claim[0]))  # stable: the index's order of papers
         files[out_dir / "figures" / "claims.png"] = lambda path, c=claims: figures.forest(c, path)
     else:
-        files[out_dir / "index.md"] = pages.index(*_beyond_column(rows, errors), errors)
+        files[out_dir / "index.md"] = pages.index(*_beyond_column(rows), errors)
     written = []
     for path, content in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,14 +203,20 @@ def generated_files(out_dir: Path) -> list[Path]:
     return sorted([*out_dir.glob("*.md"), *(out_dir / "figures").glob("*.png")])
 
 
-def _beyond_column(rows: list[dict], errors: list[str]) -> tuple[list[dict], list[dict]]:
+def _beyond_errors(rows: list[dict]) -> list[str]:
+    """A follow-up spec whose ``report.beyond`` names no table with results."""
+    ids = {row.get("_id") for row in rows}
+    return [
+        f"{row['_id']}: report.beyond names no ablation spec with results ({row['_beyond']!r})"
+        for row in rows
+        if row.get("_beyond") and row["_beyond"] not in ids
+    ]
+
+
+def _beyond_column(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     """(the paper tables' rows, with a column linking the specs that test their pages'
     explanations beyond the paper where any exist; those specs' own rows)."""
-    ids = {row.get("_id") for row in rows}
     beyond = [row for row in rows if row.get("_beyond")]
-    for row in beyond:
-        if row["_beyond"] not in ids:
-            errors.append(f"{row['_id']}: report.beyond names no ablation spec with results ({row['_beyond']!r})")
     main = [row for row in rows if not row.get("_beyond")]
     if beyond:
         for row in main:

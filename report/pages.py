@@ -295,7 +295,7 @@ def ablation_page(
 
 
 def link_citations(text: str) -> str:
-    """A reading's citations of another table's claims (``[icnet-cff C4]``) as links to its page."""
+    """A reading's citations of another table's claims (``[<spec id> C4]``) as links to its page."""
     return re.sub(r"\[([a-z0-9][a-z0-9-]*) (C\d+(?:, ?C\d+)*)\](?!\()", r"[\1 \2](\1.md)", text)
 
 
@@ -303,7 +303,7 @@ OUTCOME_COLUMNS = ("holds", "undecided", "reversed", "differs", "incomplete")
 
 
 def paper_order(paper: str) -> list:
-    """Papers in natural order ("DeepLab v3" before "DeepLab v3+", "v2" before "v10")."""
+    """Papers in natural order ("Paper v3" before "Paper v3+", "v2" before "v10")."""
     return [(part.isdigit(), int(part) if part.isdigit() else part) for part in re.split(r"(\d+)", paper)]
 
 
@@ -321,16 +321,25 @@ def _tally_phrase(t: dict[str, int]) -> str:
     return f"{t['holds']}/{t['claims']} hold" + (f", {rest}" if rest else "")
 
 
+def spec_errors(errors: list[str]) -> list[str]:
+    """The index's list of spec files that could not be read (nothing when there are none)."""
+    if not errors:
+        return []
+    return [
+        "**Specs that could not be read** (fix them; the other pages are current):",
+        "",
+        *[f"- {e}" for e in errors],
+        "",
+    ]
+
+
 def summary_index(rows: list[dict], errors: list[str]) -> str:
     """The index: what reproduces, per paper (a tally table), every claim in one figure, then one
     line per table grouped by paper; the follow-up specs ("beyond the papers") link from the
     table they test. No paragraph in any cell: each page has the sentences."""
-    ids = {row.get("_id") for row in rows}
     beyond: dict[str, list[dict]] = {}
     for row in rows:
         if row.get("_beyond"):
-            if row["_beyond"] not in ids:
-                errors.append(f"{row['_id']}: report.beyond names no ablation spec with results ({row['_beyond']!r})")
             beyond.setdefault(row["_beyond"], []).append(row)
     main = [row for row in rows if not row.get("_beyond")]
     papers = sorted(dict.fromkeys(row["_paper"] for row in main), key=paper_order)
@@ -343,9 +352,7 @@ def summary_index(rows: list[dict], errors: list[str]) -> str:
         "ratios measured in one run. Regenerate with `nox -s report`.",
         "",
     ]
-    if errors:
-        lines += ["**Specs that could not be read** (fix them; the other pages are current):", ""]
-        lines += [f"- {e}" for e in errors] + [""]
+    lines += spec_errors(errors)
     summary, totals = [], dict.fromkeys(("tables", "claims", *OUTCOME_COLUMNS, "no results"), 0)
     for paper in papers:
         tables = [r for r in main if r["_paper"] == paper and not r.get("_timing")]
@@ -426,9 +433,7 @@ def index(rows: list[dict], beyond: list[dict], errors: list[str]) -> str:
         "(or `python -m report`).",
         "",
     ]
-    if errors:
-        lines += ["**Specs that could not be read** (fix them; the other pages are current):", ""]
-        lines += [f"- {e}" for e in errors] + [""]
+    lines += spec_errors(errors)
     lines += [pd.DataFrame(rows).to_markdown(index=False) if rows else "No specs found.", ""]
     if beyond:
         lines += [
