@@ -11,9 +11,15 @@ A spec's ``[[report.checks]]`` states what a paper table claims. Two kinds:
   ``margin`` (points): it *holds* when the whole interval lies within ``[-margin, margin]``
   (two one-sided tests at 2.5% each), *differs* when the interval lies wholly outside it, and is
   *undecided* otherwise. "Not significantly different" is never read as "similar".
-* **ordering** (``kind = "ordering"``, ``metric``, ``min_rho``): Spearman's rank correlation
-  between the paper's values and our seed means over the variants that have both; it *holds*
-  when rho >= ``min_rho`` and *differs* otherwise (descriptive: no interval).
+* **ordering** (``kind = "ordering"``, ``metric``): Spearman's rank correlation rho between the
+  paper's values and our seed means over the variants that have both, with a percentile
+  bootstrap interval over seeds (:data:`BOOTSTRAP_SAMPLES` resamples of the seeds, drawn jointly
+  for every variant since a seed fixes data order and backbone across variants; a fixed
+  generator, so the report is deterministic). One threshold for every spec,
+  :data:`ORDERING_MIN_RHO`: the claim *holds* when the interval lies at or above it, is
+  *reversed* when the interval lies below zero (our order runs against the paper's), *differs*
+  when it lies below the threshold otherwise, and is *undecided* when the interval straddles the
+  threshold or when our seed means tie (rho undefined: no information, never a verdict).
 
 An undecided pairwise claim carries the number of seeds that would likely decide it: the
 smallest n for which the interval's half-width would clear the decision point, assuming the
@@ -24,13 +30,19 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
 CI_LEVEL = 0.95
+# Ordering claims: one bar for every spec. 0.5 is the conventional "large" correlation: the
+# paper's order broadly kept, while near-ties the paper's single runs cannot resolve may swap.
+ORDERING_MIN_RHO = 0.5
+BOOTSTRAP_SAMPLES = 4000
 MAX_SEEDS = 100  # "seeds to decide" beyond this is reported as "more than 100"
 HOLDS, REVERSED, UNDECIDED, DIFFERS, INCOMPLETE = "holds", "reversed", "undecided", "differs", "incomplete"
 
@@ -163,13 +175,12 @@ def judge_pairwise(check: dict, metric: str, paper: Mapping[str, Mapping[str, fl
 
 def judge_ordering(check: dict, metric: str, paper: Mapping[str, Mapping[str, float]], df: pd.DataFrame) -> CheckResult:
     metric = check.get("metric", metric)
-    threshold = float(check["min_rho"])
-    theirs, ours = [], []
+    theirs, columns = [], {}
     for name, figures in paper.items():
         values = metric_values(df, name, metric).dropna()
         if metric in figures and len(values):
             theirs.append(float(figures[metric]))
-            ours.append(float(values.mean()))
+            columns[name] = values
     n = len(theirs)
     result = CheckResult(
         check["claim"],
@@ -186,16 +197,58 @@ def judge_ordering(check: dict, metric: str, paper: Mapping[str, Mapping[str, fl
         math.nan,
         math.nan,
         INCOMPLETE,
-        min_rho=threshold,
+        min_rho=ORDERING_MIN_RHO,
     )
     with_paper = sum(1 for figures in paper.values() if metric in figures)
     if n < with_paper or n < 3:
         result.missing = f"{with_paper - n} of {with_paper} variants not run"
         return result
-    rho = float(pd.Series(theirs).corr(pd.Series(ours), method="spearman"))
-    result.delta = rho
-    result.outcome = HOLDS if rho >= threshold else DIFFERS
+    by_seed = pd.DataFrame(columns)  # seeds x variants (NaN where a variant lacks a seed)
+    result.delta = _spearman(np.asarray(theirs), by_seed.mean().to_numpy()[None, :])[0]
+    result.ci_low, result.ci_high = rho_interval(np.asarray(theirs), by_seed.to_numpy())
+    result.n = len(by_seed)
+    if math.isnan(result.delta) or math.isnan(result.ci_low):
+        result.outcome = UNDECIDED
+        result.missing = "our seed means tie, so the rank correlation is undefined"
+    elif result.ci_low >= ORDERING_MIN_RHO:
+        result.outcome = HOLDS
+    elif result.ci_high < 0:
+        result.outcome = REVERSED
+    elif result.ci_high < ORDERING_MIN_RHO:
+        result.outcome = DIFFERS
+    else:
+        result.outcome = UNDECIDED
     return result
+
+
+def _spearman(reference: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Spearman's rho between ``reference`` (V values) and each row of ``rows`` (B x V); NaN
+    where a row is constant (every variant tied)."""
+    ranks = stats.rankdata(rows, axis=1)
+    ref = stats.rankdata(reference)
+    ref = ref - ref.mean()
+    centred = ranks - ranks.mean(axis=1, keepdims=True)
+    denom = np.sqrt((centred**2).sum(axis=1) * (ref**2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, centred @ ref / np.where(denom > 0, denom, 1), np.nan)
+
+
+def rho_interval(reference: np.ndarray, by_seed: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap interval of Spearman's rho between ``reference`` (the paper's value
+    per variant) and our per-variant means over seeds, ``by_seed`` (seeds x variants, NaN where
+    a variant lacks a seed). Seeds are resampled jointly across variants. NaN when more than
+    half the resamples tie every variant (no information)."""
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, by_seed.shape[0], size=(BOOTSTRAP_SAMPLES, by_seed.shape[0]))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample missing a variant's every seed
+        means = np.nanmean(by_seed[picks], axis=1)  # B x V
+    rhos = _spearman(reference, means)
+    rhos = rhos[~np.isnan(rhos) & ~np.isnan(means).any(axis=1)]
+    if len(rhos) < BOOTSTRAP_SAMPLES / 2:
+        return math.nan, math.nan
+    low, high = np.quantile(rhos, [0.5 - level / 2, 0.5 + level / 2])
+    return float(low), float(high)
 
 
 def judge(check: dict, metric: str, paper: Mapping[str, Mapping[str, float]], df: pd.DataFrame) -> CheckResult:
@@ -220,7 +273,12 @@ def describe(r: CheckResult) -> str:
     if r.outcome == INCOMPLETE:
         return f"{r.claim}: incomplete ({r.missing})"
     if r.kind == "ordering":
-        return f"{r.claim}: {r.outcome} (rank correlation with the paper {r.delta:.2f}, needs >= {r.min_rho:g})"
+        if math.isnan(r.ci_low):
+            return f"{r.claim}: {r.outcome} ({r.missing})"
+        return (
+            f"{r.claim}: {r.outcome} (rank correlation with the paper {r.delta:.2f}, {100 * CI_LEVEL:g}% bootstrap "
+            f"interval [{r.ci_low:.2f}, {r.ci_high:.2f}], needs >= {r.min_rho:g})"
+        )
     paper = "" if math.isnan(r.paper_delta) else f", vs paper {r.paper_delta:+.1f}"  # qualitative claims have none
     measure = r.metric if r.base_metric is None else f"{r.metric} gap minus {r.base_metric} gap"
     text = (
@@ -242,6 +300,7 @@ def seeds_phrase(r: CheckResult) -> str:
 class TableVerdict:
     label: str  # reproduced | partially reproduced | not reproduced | undecided | incomplete | no results | blocked
     sentence: str
+    short: str = ""  # the label and the tally, without each claim's figures (a page shows them in its claims table)
 
 
 def table_verdict(results: list[CheckResult]) -> TableVerdict:
@@ -251,6 +310,7 @@ def table_verdict(results: list[CheckResult]) -> TableVerdict:
     ours = [r for r in results if r.ours]
     if ours:
         verdict.sentence += ". Beyond the paper (not counted): " + "; ".join(describe(r) for r in ours)
+        verdict.short += f"; {len(ours)} question{'s' if len(ours) > 1 else ''} of ours beyond the paper, not counted"
     return verdict
 
 
@@ -259,19 +319,21 @@ def _paper_verdict(results: list[CheckResult]) -> TableVerdict:
     total = len(results)
     if counts[INCOMPLETE]:
         missing = "; ".join(describe(r) for r in results if r.outcome == INCOMPLETE)
-        return TableVerdict("incomplete", f"incomplete: {missing}")
+        return TableVerdict("incomplete", f"incomplete: {missing}", f"incomplete: {missing}")
     tally = ", ".join(f"{counts[o]} {o}" for o in (HOLDS, REVERSED, DIFFERS, UNDECIDED) if counts[o])
     others = "; ".join(describe(r) for r in results if not r.holds)
     if counts[HOLDS] == total:
-        return TableVerdict("reproduced", f"reproduced: all {total} claims hold")
+        every = "the one claim holds" if total == 1 else f"all {total} claims hold"
+        return TableVerdict("reproduced", f"reproduced: {every}", f"reproduced: {every}")
     if counts[HOLDS]:
-        return TableVerdict(
-            "partially reproduced",
-            f"partially reproduced: {counts[HOLDS]} of {total} claims hold ({tally}); not: {others}",
-        )
+        head = f"partially reproduced: {counts[HOLDS]} of {total} claims {'holds' if counts[HOLDS] == 1 else 'hold'}"
+        return TableVerdict("partially reproduced", f"{head} ({tally}); not: {others}", f"{head} ({tally})")
+    none = "the one claim does not hold" if total == 1 else f"none of the {total} claims holds"
     if counts[REVERSED] + counts[DIFFERS]:
-        return TableVerdict("not reproduced", f"not reproduced: none of the {total} claims holds ({tally}); {others}")
-    return TableVerdict("undecided", f"undecided: no claim can be decided with these seeds ({tally}); {others}")
+        head = f"not reproduced: {none} ({tally})"
+        return TableVerdict("not reproduced", f"{head}; {others}", head)
+    head = f"undecided: no claim can be decided with these seeds ({tally})"
+    return TableVerdict("undecided", f"{head}; {others}", head)
 
 
 # ------------------------------------------------------------------ readings cite their checks

@@ -182,6 +182,7 @@ def generate(
         files[out_dir / "figures" / "claims.png"] = lambda path, c=claims: figures.forest(c, path)
     else:
         files[out_dir / "index.md"] = pages.index(*_beyond_column(rows), errors)
+    files[out_dir / pages.HOW_TO_READ] = pages.how_to_read()  # every page links it
     written = []
     for path, content in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)

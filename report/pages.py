@@ -7,7 +7,7 @@ import re
 
 import pandas as pd
 
-from report.checks import CI_LEVEL, CheckResult, TableVerdict
+from report.checks import CI_LEVEL, ORDERING_MIN_RHO, CheckResult, TableVerdict
 from report.load import Table
 from report.tables import backbone_table, claims_table, main_table, region_tables
 
@@ -39,20 +39,92 @@ def warnings(table: Table) -> list[str]:
     return (["## Before reading", "", *out, ""]) if out else []
 
 
+HOW_TO_READ = "how-to-read.md"
+
+
 def verdict_section(verdict: TableVerdict) -> list[str]:
     return [
         f"## Verdict: {verdict.label}",
         "",
-        verdict.sentence[0].upper() + verdict.sentence[1:] + ".",
-        "",
-        f"- Each claim is judged on the per-seed paired differences of its two variants (same seed, same data order, "
-        f"same pretrained backbone): a {100 * CI_LEVEL:g}% Student-t interval for their mean. A claimed difference "
-        "*holds* when the interval excludes zero on the claimed side, is *reversed* when it excludes zero on the other "
-        "side, and is *undecided* otherwise; an *about equal* claim holds when the whole interval lies within the "
-        "spec's margin and *differs* when it lies wholly outside it. An ordering claim compares the paper's ranking of "
-        "the variants with ours (Spearman's rho against a threshold). See the claims table below.",
+        _capital(verdict.short or verdict.sentence) + f". Each claim's figures are in the claims table; how they "
+        f"are judged: [How to read this report]({HOW_TO_READ}).",
         "",
     ]
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def how_to_read() -> str:
+    """The page every table links: how claims are judged and what each outcome word means (the
+    rules of :mod:`report.checks` and :mod:`report.timing`, written once)."""
+    level = f"{100 * CI_LEVEL:g}%"
+    return "\n".join(
+        [
+            "# How to read this report",
+            "",
+            "Each page re-runs one paper table (or a question of ours beyond it) from a spec in `ablations/specs/`. "
+            "It opens with the verdict and the claims it rests on, then the figure, the table with the paper's "
+            "numbers beside ours, our reading, and how the numbers were obtained.",
+            "",
+            "## The mini scale",
+            "",
+            "Mini-scale tables run on an embedded synthetic dataset on CPU, built so that each paper's *mechanism* "
+            "(a large kernel, a field of view, a cascade, a boundary stream) has something to act on. Compare signs, "
+            "orderings and relative gains with the paper's numbers, never absolute values.",
+            "",
+            "## Claims",
+            "",
+            "Every claim is one row of a page's claims table, with an id (C1, C2, ...) that the reading cites.",
+            "",
+            f"- **a beats b** is judged on the per-seed differences a - b (same seed: same data order, same "
+            f"pretrained backbone), with a two-sided {level} Student-t interval for their mean. It *holds* when the "
+            "interval lies wholly on the claimed side of zero, is *reversed* when it lies wholly on the other side, "
+            "and is *undecided* otherwise; an undecided claim carries the number of seeds that would likely decide "
+            "it if the observed mean and spread stayed as they are.",
+            "- **a and b are about equal** is an equivalence test against the margin the spec states: it *holds* "
+            "when the whole interval lies within the margin, *differs* when it lies wholly outside, and is "
+            '*undecided* otherwise. "Not significantly different" is never read as "equal".',
+            f"- **the variants rank as in the paper** is Spearman's rho between the paper's values and our seed "
+            f"means, with a {level} percentile bootstrap interval over seeds (resampled jointly across variants), "
+            f"judged against one bar for every table, rho >= {ORDERING_MIN_RHO:g}: it *holds* when the interval "
+            "lies at or above the bar, is *reversed* when it lies below zero, *differs* when it lies below the bar "
+            "otherwise, and is *undecided* when it straddles the bar or our variants tie.",
+            "- A claim marked *ours* is a question beyond the paper: judged and shown, never counted in the "
+            "paper's verdict.",
+            "",
+            "The outcome words mean one thing each: *holds* (the paper's direction, decided), *reversed* (the "
+            "opposite direction, decided), *differs* (decided, and outside what the claim allows without being "
+            "opposite: an effect beyond an equivalence margin, a rank correlation below the bar), *undecided* (the "
+            "interval cannot tell).",
+            "",
+            "## Table verdicts",
+            "",
+            "*Reproduced*: every paper claim holds. *Partially reproduced*: some hold. *Not reproduced*: none "
+            "holds and some are reversed or differ. *Undecided*: none can be decided with these seeds. "
+            "*Incomplete*: runs are missing. *Blocked*: the spec says why it cannot run as specified yet.",
+            "",
+            "## Readings",
+            "",
+            "A reading states an effect as a finding only where a judged claim backs it: every sentence with a "
+            "signed number cites a claim ([C2], or [gcn-k C1] for another page's) or says *not tested*.",
+            "",
+            "## Timing pages",
+            "",
+            "Times are medians of a benchmark's rounds on one machine; only ratios measured in one run are "
+            "compared with the paper's, since absolute times do not carry across hardware. A ratio *agrees* when "
+            "it lies within the spec's factor of the paper's. Each page gives the machine's calibration figure "
+            "(fp32 matmul GFLOP/s) beside its times.",
+            "",
+            "## Where the numbers live",
+            "",
+            "`results/<spec>/<scale>/` holds one JSON record per run (config, metrics, timing, and the hash of every "
+            "source file the run depended on); `results/benchmarks/` the timing measurements. The report is "
+            "regenerated from them by `nox -s report` and is byte-identical for the same files.",
+            "",
+        ]
+    )
 
 
 def provenance(table: Table) -> list[str]:
@@ -280,15 +352,17 @@ def ablation_page(
         lines += [f"> **Marked blocked:** {spec.blocked}", ""]
     lines += warnings(table)
     lines += verdict_section(verdict)
-    if spec.report.get("discussion"):
-        lines += ["**Our reading.** " + link_citations(" ".join(spec.report["discussion"].split())), ""]
-    if spec.report.get("notes"):
-        lines += ["**Protocol notes.** " + " ".join(spec.report["notes"].split()), ""]
-    lines += ["## Table", "", *main_table(table, summary), *claims_table(results), *backbone_table(table)]
-    lines += study_section(table)
-    lines += untuned_section(results, untuned_results, untuned)
+    lines += claims_table(results)
     if fig_rel:
         lines += [f"![{spec.title}]({fig_rel})", ""]
+    lines += ["## Table", "", *main_table(table, summary)]
+    if spec.report.get("discussion"):
+        lines += ["## Our reading", "", link_citations(" ".join(spec.report["discussion"].split())), ""]
+    if spec.report.get("notes"):
+        lines += ["## Protocol notes", "", " ".join(spec.report["notes"].split()), ""]
+    lines += backbone_table(table)
+    lines += study_section(table)
+    lines += untuned_section(results, untuned_results, untuned)
     lines += region_tables(table, summary)
     lines += provenance(table)
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -191,12 +191,9 @@ def claims_table(results: list[CheckResult]) -> list[str]:
     rows = []
     for number, r in enumerate(results, start=1):
         if r.kind == "ordering":
-            compared, ours, ci, paper = (
-                "variants with a paper value",
-                fmt(r.delta, ".2f"),
-                f"needs rho >= {r.min_rho:g}",
-                "-",
-            )
+            compared, paper = "rank of the variants with a paper value", "-"
+            ours = "-" if math.isnan(r.delta) else f"rho {r.delta:.2f} ({r.n} seeds)"
+            ci = "-" if math.isnan(r.ci_low) else f"[{r.ci_low:.2f}, {r.ci_high:.2f}] vs ≥ {r.min_rho:g}"
         else:
             if r.base_metric is not None:
                 compared = (
@@ -212,7 +209,9 @@ def claims_table(results: list[CheckResult]) -> list[str]:
             if r.expect == "similar":
                 ci += f" vs ±{r.margin:g}"
         outcome = f"**{r.outcome}**" if r.holds else r.outcome
-        if r.outcome == "undecided":
+        if r.outcome == "undecided" and r.kind == "ordering":
+            outcome += f" ({r.missing})" if r.missing else ""
+        elif r.outcome == "undecided":
             outcome += f" ({seeds_phrase(r)})"
         elif r.outcome == "incomplete":
             outcome += f" ({r.missing})"
@@ -237,12 +236,8 @@ def claims_table(results: list[CheckResult]) -> list[str]:
         "",
         table,
         "",
-        f"Δ = a - b in points; ours is the mean ± sd of the per-seed differences (n seeds). The interval is the "
-        f"two-sided {100 * CI_LEVEL:g}% Student-t interval of that mean; for *about equal* claims it is compared "
-        "with the spec's equivalence margin. For an ordering claim, Δ ours is Spearman's rho between the paper's "
-        "values and our seed means. *Seeds to decide* assumes the observed mean and sd of the differences stay "
-        "as they are. A reading on this page cites a claim by its id ([C1]); an effect it states without one is "
-        "marked *not tested*.",
+        f"Δ = a - b in points; ours is the mean ± sd of the per-seed differences (n seeds) with its {100 * CI_LEVEL:g}% "
+        "interval; for an ordering claim, Spearman's rho with its bootstrap interval.",
         "",
     ]
 

@@ -193,7 +193,7 @@ def page(
         f"against `{spec.reference}`"
         + (" (its time over the item's)" if speedup else " (the item's time over its)")
         + f"; it *agrees* when ours is within x{spec.agree_factor:g} of the paper's. The MAC {word} is what it would "
-        "be if time were proportional to multiply-accumulates.",
+        "be if time were proportional to multiply-accumulates. [How to read this report](how-to-read.md).",
         "",
     ]
     if spec.report.get("discussion"):

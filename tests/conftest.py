@@ -34,7 +34,6 @@ b = "baseline"
 [[report.checks]]
 claim = "the variants rank as in the paper"
 kind = "ordering"
-min_rho = 0.5
 
 [defaults.model]
 name = "single_head"

@@ -16,7 +16,7 @@ from scipy import stats
 
 from ablations.cli import main
 from report import figures as report_figures
-from report.checks import CheckResult, describe, judge_all, t_interval, table_verdict
+from report.checks import ORDERING_MIN_RHO, CheckResult, describe, judge_all, t_interval, table_verdict
 from report.generate import generate
 from report.generate import main as report_main
 from report.load import ReportInputError
@@ -29,17 +29,16 @@ def test_end_to_end_spec_to_results_to_report(tiny):
     assert main(cli_args(tiny, "run", "tiny")) == 0  # default jobs: the process pool on 2 cores
     out = tiny["root"] / "report"
     written, _ = generate(tiny["specs"], tiny["results"], out)
-    assert {p.name for p in written} == {"index.md", "tiny.md", "tiny.png", "claims.png"}
+    assert {p.name for p in written} == {"index.md", "how-to-read.md", "tiny.md", "tiny.png", "claims.png"}
     index = (out / "index.md").read_text()
     line = next(line for line in index.splitlines() if "[Tiny GCN sweep](tiny.md)" in line)
     assert "hold" in line and "runs" not in line  # the tally; all 6 runs done, so no runs note
     page = (out / "tiny.md").read_text()
-    assert (
-        "## Verdict:" in page
-        and "Student-t interval" in page
-        and "## Claims" in page
-        and "![Tiny GCN sweep](figures/tiny.png)" in page
-    )
+    # a reader's order: verdict and claims, the figure, the table, the reading; the rules on one linked page
+    order = ["## Verdict:", "## Claims", "![Tiny GCN sweep](figures/tiny.png)", "## Table", "## How these numbers"]
+    assert [page.index(mark) for mark in order] == sorted(page.index(mark) for mark in order)
+    assert "(how-to-read.md)" in page and "Student-t interval" not in page
+    assert "Student-t interval" in (out / "how-to-read.md").read_text()
     for name, paper in (("baseline", "69.0"), ("k=3", "70.1"), ("k=5", "71.1")):
         row = next(line for line in page.splitlines() if line.startswith(f"| {name} "))
         assert paper in row and "(n=2)" in row
@@ -287,16 +286,28 @@ def test_missing_data_is_incomplete_not_a_verdict():
     assert table_verdict([r]).label == "incomplete" and "nan" not in table_verdict([r]).sentence
 
 
-def test_ordering_claims():
+def test_ordering_claims_are_judged_on_a_bootstrap_interval_against_one_bar():
     spec = {
         "metric": "miou",
         "variants": [{"name": n, "paper": {"miou": p}} for n, p in (("x", 1), ("y", 2), ("z", 3), ("w", 4))],
-        "report": {"checks": [{"claim": "ranks", "kind": "ordering", "metric": "miou", "min_rho": 0.8}]},
+        "report": {"checks": [{"claim": "ranks", "kind": "ordering", "metric": "miou"}]},
     }
-    (r,) = _judge(spec, _metrics_df({"x": [10, 11], "y": [20, 21], "z": [30, 31], "w": [40, 41]}))
-    assert r.outcome == "holds" and r.delta == pytest.approx(1.0)
-    (r,) = _judge(spec, _metrics_df({"x": [10, 11], "y": [40, 41], "z": [30, 31], "w": [20, 21]}))
-    assert r.outcome == "differs" and r.delta == pytest.approx(0.2)  # ranks 1,4,3,2 vs 1,2,3,4
+    seeds3 = lambda *means: _metrics_df({n: [m - 0.5, m, m + 0.5] for n, m in zip("xyzw", means)})  # noqa: E731
+    (r,) = _judge(spec, seeds3(10, 20, 30, 40))  # the paper's order whatever the resample
+    assert r.outcome == "holds" and r.delta == pytest.approx(1.0) and r.ci_low == pytest.approx(1.0)
+    assert r.min_rho == ORDERING_MIN_RHO and r.n == 3
+    (r,) = _judge(spec, seeds3(40, 30, 20, 10))
+    assert r.outcome == "reversed" and r.ci_high == pytest.approx(-1.0)
+    (r,) = _judge(spec, seeds3(10, 40, 30, 20))  # ranks 1,4,3,2 vs 1,2,3,4: rho 0.2 in every resample
+    assert r.outcome == "differs" and r.delta == pytest.approx(0.2) and r.ci_high < ORDERING_MIN_RHO
+    # near-ties that the seeds swap: the point estimate clears the bar, the interval does not
+    noisy = _metrics_df({"x": [10, 25, 12], "y": [20, 11, 21], "z": [15, 28, 30], "w": [30, 12, 35]})
+    (r,) = _judge(spec, noisy)
+    assert r.delta >= ORDERING_MIN_RHO and r.ci_low < ORDERING_MIN_RHO <= r.ci_high and r.outcome == "undecided"
+    assert _judge(spec, noisy)[0].ci_low == r.ci_low  # a fixed generator: the report is deterministic
+    # every variant tied (collapsed models): rho is undefined, which is no information, not a verdict
+    (r,) = _judge(spec, _metrics_df({n: [16.31, 16.31] for n in "xyzw"}))
+    assert r.outcome == "undecided" and "tie" in r.missing and "nan" not in describe(r)
     (r,) = _judge(spec, _metrics_df({"x": [10, 11], "y": [20, 21], "z": [30, 31]}))
     assert r.outcome == "incomplete" and r.missing == "1 of 4 variants not run"
 
@@ -504,7 +515,13 @@ def test_timing_spec_page_puts_our_ratios_beside_the_papers(tmp_path):
     ]
     (results / "benchmarks" / "timing-cpu.json").write_text(json.dumps({"benchmarks": benches, "machine_info": {}}))
     written, errors = generate(specs, results, tmp_path / "report")
-    assert not errors and {p.name for p in written} == {"index.md", "tiny-timing.md", "tiny-timing.png", "claims.png"}
+    assert not errors and {p.name for p in written} == {
+        "index.md",
+        "how-to-read.md",
+        "tiny-timing.md",
+        "tiny-timing.png",
+        "claims.png",
+    }
     page = (tmp_path / "report" / "tiny-timing.md").read_text()
     row = next(line for line in page.splitlines() if line.startswith("| small "))
     cells = [c.strip() for c in row.strip("|").split("|")]
