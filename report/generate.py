@@ -1,8 +1,8 @@
 """Generate the markdown report and figures from spec files, result records and benchmark JSON.
 
-``python -m report`` regenerates ``report/``: ``index.md``, one page per spec and scale with
-results (``<id>.md`` for the mini scale, ``<id>-<scale>.md`` otherwise), one page per timing spec
-and device, and their figures. Output is deterministic: the same files give byte-identical
+``python -m report`` regenerates ``report/``: ``index.md``, ``how-to-read.md``, one page per spec
+and scale with results (``<id>.md`` for the mini scale, ``<id>-<scale>.md`` otherwise), one page
+per timing spec and device, their figures, and the exports ``claims.csv`` and ``tables.csv``. Output is deterministic: the same files give byte-identical
 pages and figures.
 
 Exit status: 0; 2 when a spec cannot be read (the others are still rendered and the index
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ablations.schema import Spec, TimingSpec, load_specs
-from report import figures, pages, timing
+from report import exports, figures, pages, timing
 from report.checks import judge_all, table_verdict
 from report.load import SPLITS, ReportInputError, Table, load_table, scales_with_results
 from report.tables import summarise
@@ -69,10 +69,13 @@ def render_table(
     if table.failed:
         runs += f", {len(table.failed)} failed"
     sentence = verdict.sentence + ("; some results are from older code" if table.changed_code else "")
+    paper = paper_of(spec.paper_table)
     row = {
+        "_claims_csv": exports.claim_rows(paper, table, results) if not table.runs.empty else [],
+        "_tables_csv": exports.table_rows(paper, table) if not table.runs.empty else [],
         "_id": spec.id,
         "_beyond": spec.report.get("beyond"),
-        "_paper": paper_of(spec.paper_table),
+        "_paper": paper,
         "_label": verdict.label,
         "_results": results if not table.runs.empty else [],
         "table": f"[{spec.title}]({spec.id}{suffix}.md)",
@@ -180,6 +183,15 @@ def generate(
         claims = [(row["_paper"], r) for row in rows if not row.get("_beyond") for r in row.get("_results", ())]
         claims.sort(key=lambda claim: pages.paper_order(claim[0]))  # stable: the index's order of papers
         files[out_dir / "figures" / "claims.png"] = lambda path, c=claims: figures.forest(c, path)
+        by_paper = sorted(
+            (row for row in rows if "_claims_csv" in row), key=lambda row: pages.paper_order(row["_paper"])
+        )
+        files[out_dir / "claims.csv"] = exports.to_csv(
+            [c for row in by_paper for c in row["_claims_csv"]], exports.CLAIM_COLUMNS
+        )
+        files[out_dir / "tables.csv"] = exports.to_csv(
+            [t for row in by_paper for t in row["_tables_csv"]], exports.TABLE_COLUMNS
+        )
     else:
         files[out_dir / "index.md"] = pages.index(*_beyond_column(rows), errors)
     files[out_dir / pages.HOW_TO_READ] = pages.how_to_read()  # every page links it
@@ -200,8 +212,8 @@ def generate(
 
 
 def generated_files(out_dir: Path) -> list[Path]:
-    """The files in ``out_dir`` of the kinds the generator writes (pages and figures)."""
-    return sorted([*out_dir.glob("*.md"), *(out_dir / "figures").glob("*.png")])
+    """The files in ``out_dir`` of the kinds the generator writes (pages, exports and figures)."""
+    return sorted([*out_dir.glob("*.md"), *out_dir.glob("*.csv"), *(out_dir / "figures").glob("*.png")])
 
 
 def _beyond_errors(rows: list[dict]) -> list[str]:

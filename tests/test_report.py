@@ -627,3 +627,32 @@ def test_the_index_tallies_paper_claims_by_outcome():
     tally = _tally([result("holds"), result("undecided"), result("reversed"), result("holds", ours=True)])
     assert tally == {"claims": 3, "holds": 1, "undecided": 1, "reversed": 1, "differs": 0, "incomplete": 0}
     assert _tally_phrase(tally) == "1/3 hold, 1 undecided, 1 reversed"
+
+
+def test_claims_and_tables_exports_agree_with_the_pages():
+    """report/claims.csv and report/tables.csv re-derived from the committed pages: every claim
+    row's outcome and effect is the page's, and every variant's mean is the page's table's."""
+    report = ROOT / "report"
+    claims = pd.read_csv(report / "claims.csv", keep_default_na=False, na_values=[""])
+    tables = pd.read_csv(report / "tables.csv", keep_default_na=False, na_values=[""])
+    assert len(claims) and len(tables)
+    page = lambda table, scale: (report / (f"{table}.md" if scale == "mini" else f"{table}-{scale}.md")).read_text()  # noqa: E731
+    for row in claims.itertuples():
+        line = next(x for x in page(row.table, row.scale).splitlines() if x.startswith(f"| {row.claim_id} "))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert row.claim in cells[1] and cells[7].strip("*").startswith(row.outcome), (row.table, row.claim_id)
+        if not math.isnan(row.our_effect):
+            shown = float(re.search(r"[+-]?\d+\.\d+", cells[5]).group())
+            assert abs(shown - row.our_effect) <= 0.0051, (row.table, row.claim_id, shown, row.our_effect)
+    index = (report / "index.md").read_text()
+    for paper, group in claims[claims.follows_up.isna() & ~claims.ours_beyond_paper].groupby("paper"):
+        line = next(x for x in index.splitlines() if x.startswith(f"| {paper} "))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert int(cells[2]) == len(group) and int(cells[3]) == (group.outcome == "holds").sum(), paper
+    for (table, scale, variant), group in tables.groupby(["table", "scale", "variant"], sort=False):
+        first = group.iloc[0]  # the table's own metric comes first
+        if first.n_seeds == 0:
+            continue
+        line = next(x for x in page(table, scale).splitlines() if x.startswith(f"| {variant} "))
+        shown = [float(x) for x in re.findall(r"(\d+\.\d+) ± ", line)]
+        assert any(abs(x - first.our_mean) <= 0.0051 for x in shown), (table, variant, first.our_mean, line)
