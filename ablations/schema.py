@@ -337,6 +337,7 @@ _REPORT = {
     "x_default": (float, False),
     "notes": (str, False),
     "discussion": (str, False),
+    "finding": (str, False),  # the table's finding for the index, at most FINDING_WORDS words
     "checks": (list, False),
     "columns": (list[str], False),
     "complexity": (list[str], False),
@@ -347,6 +348,7 @@ _REPORT = {
     "beyond": (str, False),  # the spec (paper table) whose explanation this one tests beyond the paper
     "plot": (str, False),  # "columns": the figure runs along report.columns, one line per variant
 }
+FINDING_WORDS = 15
 _TIMING_REPORT = {"notes": (str, False), "discussion": (str, False)}
 _CHECK = {
     "claim": (str, True),
@@ -410,6 +412,13 @@ def load_spec(path: str | Path) -> Spec | TimingSpec:
     _check_id(doc)
     _check_metric(doc, "metric", raw["metric"])
     check_table(doc, "report", raw.get("report", {}), _REPORT, partial=True)
+    finding = raw.get("report", {}).get("finding")
+    if finding is not None and not 0 < len(finding.split()) <= FINDING_WORDS:
+        raise doc.error(
+            "report.finding",
+            f"expected the table's finding in 1-{FINDING_WORDS} words (the index shows it on one line), "
+            f"got {len(finding.split())}: {finding!r}",
+        )
     check_table(doc, "defaults", raw["defaults"], _SECTION_TABLES, partial=True)
     _check_sections_shallow(doc, "defaults", raw["defaults"])
 

@@ -76,6 +76,9 @@ def render_table(
         "_id": spec.id,
         "_beyond": spec.report.get("beyond"),
         "_paper": paper,
+        "_source": spec.source,
+        "_finding": spec.report.get("finding"),
+        "_page": f"{spec.id}{suffix}.md",
         "_label": verdict.label,
         "_results": results if not table.runs.empty else [],
         "table": f"[{spec.title}]({spec.id}{suffix}.md)",
@@ -158,7 +161,10 @@ def generate(
             if tag is None and split == "val":
                 more, new_rows = render_timing(spec, results_dir, out_dir)
                 files.update(more)
-                rows += [{**r, "_paper": paper_of(spec.paper_table), "_timing": True} for r in new_rows]
+                rows += [
+                    {**r, "_paper": paper_of(spec.paper_table), "_source": spec.source, "_timing": True}
+                    for r in new_rows
+                ]
             continue
         if tag is not None:
             tags = [tag] if tag.split("+", 1)[0] in spec.scales and (results_dir / spec.id / tag).is_dir() else []
@@ -181,11 +187,10 @@ def generate(
     if tag is None and split == "val":
         files[out_dir / "index.md"] = pages.summary_index(rows, errors)
         claims = [(row["_paper"], r) for row in rows if not row.get("_beyond") for r in row.get("_results", ())]
-        claims.sort(key=lambda claim: pages.paper_order(claim[0]))  # stable: the index's order of papers
+        ranks = pages.paper_ranks(rows)
+        claims.sort(key=lambda claim: ranks[claim[0]])  # stable: the index's order of papers
         files[out_dir / "figures" / "claims.png"] = lambda path, c=claims: figures.forest(c, path)
-        by_paper = sorted(
-            (row for row in rows if "_claims_csv" in row), key=lambda row: pages.paper_order(row["_paper"])
-        )
+        by_paper = sorted((row for row in rows if "_claims_csv" in row), key=lambda row: ranks[row["_paper"]])
         files[out_dir / "claims.csv"] = exports.to_csv(
             [c for row in by_paper for c in row["_claims_csv"]], exports.CLAIM_COLUMNS
         )

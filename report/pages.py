@@ -376,9 +376,22 @@ def link_citations(text: str) -> str:
 OUTCOME_COLUMNS = ("holds", "undecided", "reversed", "differs", "incomplete")
 
 
-def paper_order(paper: str) -> list:
-    """Papers in natural order ("Paper v3" before "Paper v3+", "v2" before "v10")."""
-    return [(part.isdigit(), int(part) if part.isdigit() else part) for part in re.split(r"(\d+)", paper)]
+_ARXIV = re.compile(r"arXiv (\d{4}\.\d{4,5})")
+
+
+def paper_ranks(rows: list[dict]) -> dict[str, tuple]:
+    """Each paper's place in the report: by the earliest arXiv id its tables' ``source`` cites
+    (publication order: 1606.00915 before 1703.02719), papers without one last, then by name."""
+    earliest: dict[str, str] = {}
+    for row in rows:
+        ids = _ARXIV.findall(row.get("_source", ""))
+        if row["_paper"] not in earliest or (ids and min(ids) < earliest[row["_paper"]]):
+            earliest[row["_paper"]] = min(ids) if ids else earliest.get(row["_paper"], "~")
+    return {paper: (arxiv, _natural_key(paper)) for paper, arxiv in earliest.items()}
+
+
+def _natural_key(text: str) -> list:
+    return [(part.isdigit(), int(part) if part.isdigit() else part) for part in re.split(r"(\d+)", text)]
 
 
 def _tally(results: list[CheckResult]) -> dict[str, int]:
@@ -407,6 +420,50 @@ def spec_errors(errors: list[str]) -> list[str]:
     ]
 
 
+INDEX_CELL_WORDS = 30  # no index cell runs longer (issue 30): the page has the sentences
+
+
+def _cell(text: str) -> str:
+    """Text for one index table cell: on one line, pipes escaped, at most INDEX_CELL_WORDS words."""
+    words = " ".join(str(text).split()).replace("|", "\\|").split(" ")
+    return " ".join(words[: INDEX_CELL_WORDS - 1]) + " …" if len(words) > INDEX_CELL_WORDS else " ".join(words)
+
+
+def _index_row(row: dict, beyond: dict[str, list[dict]]) -> dict:
+    """One table's row in its paper's section: what, verdict, claim tally, finding, follow-ups."""
+    label = row.get("_label") or row["verdict"]
+    label = "not run yet" if label == "no results" else label
+    if row.get("_timing"):  # the verdict's first clause ("partially reproduced: 2 of 3 speedups agree ...")
+        head, _, tally = row["verdict"].split(" (")[0].split(";")[0].partition(": ")
+        verdict, finding = f"**{head}**" if tally else head, f"timing ({row['scale'].removeprefix('timing, ')})"
+        return {
+            "table": row["table"],
+            "verdict": verdict,
+            "claims": _cell(tally or "-"),
+            "finding": finding,
+            "beyond the paper": "",
+        }
+    tally = _tally_phrase(_tally(row.get("_results", [])))
+    if label == "blocked":
+        finding = row["verdict"].removeprefix("blocked: ")  # why, from the spec
+    else:
+        finding = row.get("_finding") or ""
+        done, _, expected = row["runs"].partition("/")
+        if expected and done != expected.split(" ")[0]:  # incomplete or failed runs: say so here too
+            finding = f"runs {row['runs']}" + (f"; {finding}" if finding else "")
+    title = row["table"] + (f" (`{row['scale']}`)" if row["scale"] != "mini" else "")
+    follow = ", ".join(
+        f"[{b['_id']}]({b['_page']})" for b in beyond.get(row.get("_id"), []) if b["scale"] == row["scale"]
+    )
+    return {
+        "table": title,
+        "verdict": f"**{label}**",
+        "claims": tally or "-",
+        "finding": _cell(finding) or "-",
+        "beyond the paper": follow,
+    }
+
+
 def summary_index(rows: list[dict], errors: list[str]) -> str:
     """The index: what reproduces, per paper (a tally table), every claim in one figure, then one
     line per table grouped by paper; the follow-up specs ("beyond the papers") link from the
@@ -416,7 +473,8 @@ def summary_index(rows: list[dict], errors: list[str]) -> str:
         if row.get("_beyond"):
             beyond.setdefault(row["_beyond"], []).append(row)
     main = [row for row in rows if not row.get("_beyond")]
-    papers = sorted(dict.fromkeys(row["_paper"] for row in main), key=paper_order)
+    ranks = paper_ranks(rows)
+    papers = sorted(dict.fromkeys(row["_paper"] for row in main), key=ranks.__getitem__)
     lines = [
         "# segbench report",
         "",
@@ -443,8 +501,9 @@ def summary_index(rows: list[dict], errors: list[str]) -> str:
     if summary:
         lines += ["## What reproduces", ""]
         lines += [
-            "Paper claims per paper (our own questions beyond the papers are not counted). *no results*: tables "
-            "without results yet (blocked or not run; their lines below say why).",
+            "Paper claims per paper, in order of publication (our own questions beyond the papers are not counted). "
+            "*no results*: tables without results yet (blocked or not run; their lines below say why). What each "
+            f"outcome means: [How to read this report]({HOW_TO_READ}).",
             "",
             pd.DataFrame([*summary, {"paper": "**all**", **totals}]).to_markdown(index=False),
             "",
@@ -459,30 +518,10 @@ def summary_index(rows: list[dict], errors: list[str]) -> str:
             "",
         ]
     for paper in papers:
-        lines += [f"## {paper}", ""]
-        for row in (r for r in main if r["_paper"] == paper):
-            tally = _tally_phrase(_tally(row.get("_results", [])))
-            label = row.get("_label") or row["verdict"]
-            label = "not run yet" if label == "no results" else label
-            if row.get("_timing"):  # the verdict's first clause ("partially reproduced: 1 of 3 speedups agree ...")
-                head = row["verdict"].split(" (")[0].split(";")[0]
-                lines.append(f"- **timing, {row['scale'].removeprefix('timing, ')}**: {row['table']} — {head}")
-                continue
-            follow = "; ".join(b["table"] for b in beyond.get(row["_id"], []) if b["scale"] == row["scale"])
-            parts = [f"- **{label}**" + (f" ({tally})" if tally else ""), row["table"]]
-            if row["scale"] != "mini":
-                parts[-1] += f" (`{row['scale']}`)"
-            line = ": ".join(parts[:1]) + ": " + parts[1]
-            if label == "blocked":
-                line += " — " + row["verdict"]  # "blocked: why", one line from the spec
-            else:
-                done, _, expected = row["runs"].partition("/")
-                if expected and done != expected.split(" ")[0]:  # incomplete or failed runs: say so here too
-                    line += f" — runs {row['runs']}"
-            if follow:
-                line += f" · tested beyond the paper: {follow}"
-            lines.append(line)
-        lines.append("")
+        frame = pd.DataFrame([_index_row(row, beyond) for row in main if row["_paper"] == paper])
+        if not frame["beyond the paper"].any():  # no follow-ups in this paper: no empty column
+            frame = frame.drop(columns="beyond the paper")
+        lines += [f"## {paper}", "", frame.to_markdown(index=False), ""]
     if beyond:
         lines += ["## Beyond the papers", ""]
         lines += [
@@ -490,10 +529,12 @@ def summary_index(rows: list[dict], errors: list[str]) -> str:
             "paper's data regime, a fine-tuned backbone, more seeds); each is linked from the table it tests.",
             "",
         ]
-        for row in (r for rs in beyond.values() for r in rs):
-            tally = _tally_phrase(_tally(row.get("_results", [])))
-            lines.append(f"- **{row['_label']}**" + (f" ({tally})" if tally else "") + f": {row['table']}")
-        lines.append("")
+        rows_beyond = [
+            {"follows up": f"[{r['_beyond']}]({r['_beyond']}.md)", **_index_row(r, {})}
+            for rs in beyond.values()
+            for r in rs
+        ]
+        lines += [pd.DataFrame(rows_beyond).to_markdown(index=False), ""]
     return "\n".join(lines)
 
 

@@ -29,7 +29,15 @@ def test_end_to_end_spec_to_results_to_report(tiny):
     assert main(cli_args(tiny, "run", "tiny")) == 0  # default jobs: the process pool on 2 cores
     out = tiny["root"] / "report"
     written, _ = generate(tiny["specs"], tiny["results"], out)
-    assert {p.name for p in written} == {"index.md", "how-to-read.md", "tiny.md", "tiny.png", "claims.png"}
+    assert {p.name for p in written} == {
+        "index.md",
+        "how-to-read.md",
+        "tiny.md",
+        "tiny.png",
+        "claims.png",
+        "claims.csv",
+        "tables.csv",
+    }
     index = (out / "index.md").read_text()
     line = next(line for line in index.splitlines() if "[Tiny GCN sweep](tiny.md)" in line)
     assert "hold" in line and "runs" not in line  # the tally; all 6 runs done, so no runs note
@@ -82,7 +90,8 @@ def test_blocked_spec_says_why_in_the_index_the_page_and_list(tiny, capsys):
     generate(tiny["specs"], tiny["results"], tiny["root"] / "report")
     index = (tiny["root"] / "report" / "index.md").read_text()
     page = (tiny["root"] / "report" / "tiny.md").read_text()
-    assert "blocked: the heads do not train (measured)" in index and "not run yet" not in index
+    row = next(line for line in index.splitlines() if "[Tiny GCN sweep](tiny.md)" in line)
+    assert "**blocked**" in row and "the heads do not train (measured)" in row and "not run yet" not in index
     assert "## Verdict: blocked" in page
     assert main(cli_args(tiny, "list")) == 0
     assert "blocked: tiny: the heads do not train (measured)" in capsys.readouterr().err
@@ -117,7 +126,7 @@ def test_committed_report_matches_committed_results(tmp_path):
     assert head.startswith("What reproduces") and "figures/claims.png" in head
     assert (tmp_path / "figures" / "claims.png").stat().st_size > 10_000
     total = int(next(line for line in head.splitlines() if line.startswith("| **all**")).split("|")[3])
-    listed = re.findall(r"\(\d+/(\d+) hold", text.split("## Beyond")[0])
+    listed = re.findall(r"\| \d+/(\d+) hold", text.split("## Beyond")[0])
     assert total == sum(map(int, listed)) > 0
 
 
@@ -521,6 +530,8 @@ def test_timing_spec_page_puts_our_ratios_beside_the_papers(tmp_path):
         "tiny-timing.md",
         "tiny-timing.png",
         "claims.png",
+        "claims.csv",
+        "tables.csv",
     }
     page = (tmp_path / "report" / "tiny-timing.md").read_text()
     row = next(line for line in page.splitlines() if line.startswith("| small "))
@@ -656,3 +667,28 @@ def test_claims_and_tables_exports_agree_with_the_pages():
         line = next(x for x in page(table, scale).splitlines() if x.startswith(f"| {variant} "))
         shown = [float(x) for x in re.findall(r"(\d+\.\d+) ± ", line)]
         assert any(abs(x - first.our_mean) <= 0.0051 for x in shown), (table, variant, first.our_mean, line)
+
+
+def test_the_index_is_short_cells_and_every_accuracy_table_in_one_paper_section():
+    """Issue 30: no index cell longer than 30 words (link targets aside), and every accuracy
+    table of the committed report under exactly one paper's heading."""
+    from report.pages import INDEX_CELL_WORDS
+
+    index = (ROOT / "report" / "index.md").read_text()
+    cells = [c for line in index.splitlines() if line.startswith("|") for c in line.strip("|").split(" | ")]
+    words = lambda cell: len(re.sub(r"\]\([^)]*\)", "]", cell).split())  # noqa: E731
+    assert cells and max(map(words, cells)) <= INDEX_CELL_WORDS, max(cells, key=words)
+    sections = {s.split("\n", 1)[0]: s for s in re.split(r"^## ", index, flags=re.M)[1:]}
+    column = lambda section, i: [  # noqa: E731
+        line.strip("|").split(" | ")[i].strip() for line in section.splitlines() if line.startswith("| [")
+    ]
+    papers = {name: s for name, s in sections.items() if name not in ("What reproduces", "Beyond the papers")}
+    checked = 0
+    for page in sorted((ROOT / "report").glob("*.md")):
+        if "## Claims\n\n|" not in page.read_text():  # accuracy tables have a claims table
+            continue
+        homes = [name for name, s in papers.items() if any(c.endswith(f"]({page.name})") for c in column(s, 0))]
+        homes += ["beyond"] * sum(c.endswith(f"]({page.name})") for c in column(sections["Beyond the papers"], 1))
+        assert len(homes) == 1, (page.name, homes)
+        checked += 1
+    assert checked >= 21
