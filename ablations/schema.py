@@ -673,7 +673,7 @@ def _check_report(doc: Document, report: dict, names: set[str]) -> None:
                 raise doc.error(
                     f"{path}.min_rho",
                     f"got {check['min_rho']!r}: an ordering claim is judged against one rank-correlation bar for "
-                    "every spec (README, 'How claims are judged'); remove the key",
+                    "every spec (report/how-to-read.md); remove the key",
                 )
             continue
         for key in ("a", "b"):
