@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from report.names import metric_name
+
 CI_LEVEL = 0.95
 # Ordering claims: one bar for every spec. 0.5 is the conventional "large" correlation: the
 # paper's order broadly kept, while near-ties the paper's single runs cannot resolve may swap.
@@ -280,7 +282,11 @@ def describe(r: CheckResult) -> str:
             f"interval [{r.ci_low:.2f}, {r.ci_high:.2f}], needs >= {r.min_rho:g})"
         )
     paper = "" if math.isnan(r.paper_delta) else f", vs paper {r.paper_delta:+.1f}"  # qualitative claims have none
-    measure = r.metric if r.base_metric is None else f"{r.metric} gap minus {r.base_metric} gap"
+    measure = (
+        metric_name(r.metric)
+        if r.base_metric is None
+        else f"{metric_name(r.metric)} gap minus {metric_name(r.base_metric)} gap"
+    )
     text = (
         f"{r.claim}: {r.outcome} ({measure} {r.delta:+.2f} points, {100 * CI_LEVEL:g}% CI "
         f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]{paper})"

@@ -14,7 +14,7 @@ import pandas as pd
 
 from report import plotting
 from report.load import Table
-from report.tables import metric_name
+from report.names import metric_name
 
 
 def _get(config: dict, dotted: str):

@@ -9,6 +9,7 @@ import pandas as pd
 
 from report.checks import CI_LEVEL, ORDERING_MIN_RHO, CheckResult, TableVerdict
 from report.load import Table
+from report.names import metric_name
 from report.tables import backbone_table, claims_table, main_table, region_tables
 
 
@@ -201,7 +202,7 @@ def study_section(table: Table) -> list[str]:
         "## Tuned per variant and seed",
         "",
         f"Nuisance hyperparameters, searched for every variant and seed and chosen on the held-out training "
-        f"images by {metric} (never on val): {nuisance}. Every number above is the chosen run's.",
+        f"images by {metric_name(metric)} (never on val): {nuisance}. Every number above is the chosen run's.",
     ]
     if study.get("search"):
         search = ", ".join(f"`{k}` = {json.dumps(v)}" for k, v in study["search"].items())
@@ -225,7 +226,7 @@ def study_section(table: Table) -> list[str]:
             held = pd.DataFrame([c["holdout"] for c in mine.values()]).mean()
             for setting, value in held.items():
                 label = ", ".join(str(v) for v in json.loads(setting).values())
-                row[f"held-out {metric} at {label}"] = f"{value:.2f}"
+                row[f"held-out {metric_name(metric)} at {label}"] = f"{value:.2f}"
             rows.append(row)
         lines += [
             pd.DataFrame(rows).to_markdown(index=False),

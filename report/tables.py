@@ -14,26 +14,9 @@ import pandas as pd
 
 from report.checks import CI_LEVEL, CheckResult, check_id, seeds_phrase
 from report.load import Table
+from report.names import metric_name
 
-RAW = "raw_"  # the metrics of the predictions before post-processing
-METRIC_NAMES = {
-    "miou": "mIoU",
-    "pixel_acc": "pixel acc.",
-    "mean_acc": "mean acc.",
-    "boundary_miou": "boundary-band mIoU",
-    "interior_miou": "interior mIoU",
-    "boundary_pixel_acc": "boundary-band acc.",
-    "interior_pixel_acc": "interior acc.",
-    "boundary_mean_acc": "boundary-band mean acc.",
-    "interior_mean_acc": "interior mean acc.",
-}
 COUNT_NAMES = {"params": "params", "weights": "weights", "macs": "MMACs"}
-
-
-def metric_name(metric: str) -> str:
-    if metric.startswith(RAW):
-        return f"{METRIC_NAMES.get(metric[len(RAW) :], metric[len(RAW) :])} before post-processing"
-    return METRIC_NAMES.get(metric, metric)
 
 
 def fmt(v, spec: str = ".1f", missing: str = "-") -> str:

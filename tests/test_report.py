@@ -692,3 +692,20 @@ def test_the_index_is_short_cells_and_every_accuracy_table_in_one_paper_section(
         assert len(homes) == 1, (page.name, homes)
         checked += 1
     assert checked >= 21
+
+
+def test_every_metric_the_specs_use_has_a_readers_name():
+    """Pages, figures and verdicts print names, not record keys (issue 30: no `crop400_miou` or
+    `bf_3px` in prose, ticks or titles)."""
+    from ablations.schema import load_specs
+    from report.names import metric_name
+
+    specs, errors = load_specs(ROOT / "ablations" / "specs")
+    assert not errors
+    used = set()
+    for spec in (s for s in specs if s.kind != "timing"):
+        used |= {spec.metric, *spec.report.get("columns", [])}
+        for check in spec.report.get("checks", []):
+            used |= {check[k] for k in ("metric", "b_metric", "base_metric") if k in check}
+    assert len(used) > 10 and not [m for m in sorted(used) if "_" in metric_name(m)]
+    assert metric_name("bf_3px") == "boundary F at 3 px" and metric_name("raw_miou") == "mIoU before post-processing"
