@@ -97,8 +97,8 @@ def how_to_read() -> str:
             "",
             "The outcome words mean one thing each: *holds* (the paper's direction, decided), *reversed* (the "
             "opposite direction, decided), *differs* (decided, and outside what the claim allows without being "
-            "opposite: an effect beyond an equivalence margin, a rank correlation below the bar), *undecided* (the "
-            "interval cannot tell).",
+            "opposite: an effect beyond an equivalence margin, a rank correlation below the bar, a timing ratio "
+            "outside its bound), *undecided* (the interval cannot tell; for timing ratios, *unstable*).",
             "",
             "## Table verdicts",
             "",
@@ -114,9 +114,14 @@ def how_to_read() -> str:
             "## Timing pages",
             "",
             "Times are medians of a benchmark's rounds on one machine; only ratios measured in one run are "
-            "compared with the paper's, since absolute times do not carry across hardware. A ratio *agrees* when "
-            "it lies within the spec's factor of the paper's. Each page gives the machine's calibration figure "
-            "(fp32 matmul GFLOP/s) beside its times.",
+            "compared with the paper's, since absolute times do not carry across hardware, and each ratio has a "
+            "range over the rounds (one item's slowest round against the other's fastest, both ways). A speedup "
+            '("X is faster than Y by r") is one-sided: it *agrees* when its whole range reaches at least r over '
+            "the spec's factor, faster than claimed included, and *differs* when the range lies wholly below. "
+            "Any other ratio (a share, a cost) agrees when its range lies within the factor of the paper's either "
+            "way and differs when it lies wholly outside. A range that straddles a bound is *unstable*: the rounds "
+            "disagree and no verdict is drawn. Each page gives the machine's calibration figure (fp32 matmul "
+            "GFLOP/s) beside its times.",
             "",
             "## Where the numbers live",
             "",

@@ -3,8 +3,14 @@
 Absolute times depend on the hardware (the paper's, named in the spec; ours, named on the
 page), so a timing table puts *ratios* side by side: each item's time over the reference
 item's (or the reference's over the item's, for ``compare = "speedup"``), measured in one run,
-next to the same ratio of the paper's figures (or the ratio the paper states). A ratio *agrees*
-when ours is within the spec's ``agree_factor`` of the paper's, either way. The MAC ratio says
+next to the same ratio of the paper's figures (or the ratio the paper states). Each ratio has a
+range over the benchmark's rounds (the slowest against the fastest round of the other item, both
+ways). A *speedup* is a one-sided claim ("X is faster than Y by r"): it *agrees* when our whole
+range reaches at least r / ``agree_factor`` (faster than claimed still agrees) and *differs*
+when it lies wholly below. A *ratio* (a share, a cost) is two-sided: it agrees when the range
+lies within ``agree_factor`` of the paper's either way and differs when it lies wholly outside.
+A range that straddles a bound is *unstable*: the rounds disagree, and no verdict is drawn from
+them. The MAC ratio says
 what the ratio would be if time were proportional to multiply-accumulates. Items with a
 ``group`` (e.g. the stages of one network at one resolution) also get each item's share of its
 group and a stacked-bar figure.
@@ -40,6 +46,8 @@ def load_measurements(path: Path) -> tuple[dict[tuple[str, str], dict], dict]:
         for spec_id, item in info.get("measures", []):
             out[(spec_id, item)] = {
                 "ms": 1000 * b["stats"]["median"],
+                "ms_min": 1000 * b["stats"].get("min", b["stats"]["median"]),  # older files: the median only
+                "ms_max": 1000 * b["stats"].get("max", b["stats"]["median"]),
                 "rounds": b["stats"]["rounds"],
                 "gmac": info.get("gmac"),
                 "peak_mb": info.get("peak_memory_mb"),
@@ -73,13 +81,19 @@ def rows(spec: TimingSpec, measured: dict) -> pd.DataFrame:
         if paper is None:
             paper = _ratio(item.paper.get("ms"), ref.paper.get("ms"), speedup)
         ours = _ratio(m.get("ms"), ours_ref.get("ms"), speedup)
+        # the range over rounds: this item's slowest round against the reference's fastest, and back
+        ends = (
+            _ratio(m.get("ms_max"), ours_ref.get("ms_min"), speedup),
+            _ratio(m.get("ms_min"), ours_ref.get("ms_max"), speedup),
+        )
+        low, high = (min(ends), max(ends)) if not any(map(math.isnan, ends)) else (ours, ours)
         mac = _ratio(m.get("gmac"), ours_ref.get("gmac"), speedup)
         if item.name == ref.name:
             agreement = "reference"
         elif math.isnan(paper) or math.isnan(ours):
             agreement = "-"
         else:
-            agreement = "agrees" if max(ours / paper, paper / ours) <= spec.agree_factor else "differs"
+            agreement = _agreement(low, high, paper, spec.agree_factor, one_sided=speedup)
         out.append(
             {
                 "item": item.name,
@@ -88,6 +102,8 @@ def rows(spec: TimingSpec, measured: dict) -> pd.DataFrame:
                 "ms": m.get("ms"),
                 "paper_ratio": paper,
                 "ratio": ours,
+                "ratio_low": low,
+                "ratio_high": high,
                 "mac_ratio": mac,
                 "gmac": m.get("gmac"),
                 "paper_mem_gb": item.paper.get("mem_gb"),
@@ -100,22 +116,50 @@ def rows(spec: TimingSpec, measured: dict) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _agreement(low: float, high: float, paper: float, factor: float, *, one_sided: bool) -> str:
+    """agrees / differs / unstable for our range [low, high] against the paper's ratio (see the
+    module docstring: speedups are one-sided, ratios two-sided)."""
+    floor, ceiling = paper / factor, math.inf if one_sided else paper * factor
+    if floor <= low and high <= ceiling:
+        return "agrees"
+    if high < floor or low > ceiling:
+        return "differs"
+    return "unstable"
+
+
 def verdict(spec: TimingSpec, table: pd.DataFrame) -> tuple[str, str]:
     """(label, sentence) from the ratios that have a paper figure."""
     if not table["measured"].any():
         return "no results", "not measured yet (nox -s benchmarks)"
-    compared = table[table.agreement.isin(["agrees", "differs"])]
+    compared = table[table.agreement.isin(["agrees", "differs", "unstable"])]
     if compared.empty and table[table.agreement != "reference"]["paper_ratio"].isna().all():
         return "measured", "measured; the paper gives no figure to judge our ratios against"
     if compared.empty:
         return "incomplete", "no item with a paper figure was measured"
     agree = int((compared.agreement == "agrees").sum())
-    label = "reproduced" if agree == len(compared) else "partially reproduced" if agree else "not reproduced"
+    unstable = int((compared.agreement == "unstable").sum())
+    if agree == len(compared):
+        label = "reproduced"
+    elif agree:
+        label = "partially reproduced"
+    elif unstable == len(compared):
+        label = "unstable"
+    else:
+        label = "not reproduced"
     word = "speedups" if spec.compare == "speedup" else "ratios"
-    detail = "; ".join(
-        f"{r['item']}: ours {r['ratio']:.2f}x vs paper {r['paper_ratio']:.2f}x" for _, r in compared.iterrows()
+    bound = (
+        f"at least 1/{spec.agree_factor:g} of the paper's"
+        if spec.compare == "speedup"
+        else (f"within x{spec.agree_factor:g}")
     )
-    return label, f"{label}: {agree} of {len(compared)} {word} agree within x{spec.agree_factor:g} ({detail})"
+    detail = "; ".join(
+        f"{r['item']}: ours {r['ratio']:.2f}x ({r['ratio_low']:.2f}-{r['ratio_high']:.2f}) vs paper "
+        f"{r['paper_ratio']:.2f}x"
+        for _, r in compared.iterrows()
+    )
+    agree_words = f"{agree} of {len(compared)} {word} {'agrees' if agree == 1 else 'agree'}"
+    agree_words += f", {unstable} unstable across rounds" if unstable else ""
+    return label, f"{label}: {agree_words} ({bound}; {detail})"
 
 
 def _calibration(spec: TimingSpec, measured: dict) -> str:
@@ -192,8 +236,15 @@ def page(
         f"Absolute times are not comparable across hardware; ratios measured in one run are. Each {word} is taken "
         f"against `{spec.reference}`"
         + (" (its time over the item's)" if speedup else " (the item's time over its)")
-        + f"; it *agrees* when ours is within x{spec.agree_factor:g} of the paper's. The MAC {word} is what it would "
-        "be if time were proportional to multiply-accumulates. [How to read this report](how-to-read.md).",
+        + (
+            f"; a speedup is a one-sided claim: it *agrees* when its whole range over rounds reaches at least the "
+            f"paper's over {spec.agree_factor:g} (faster than claimed agrees too)"
+            if speedup
+            else f"; it *agrees* when its whole range over rounds lies within x{spec.agree_factor:g} of the paper's"
+        )
+        + f", *differs* when the range lies wholly outside, and is *unstable* when it straddles the bound. The MAC "
+        f"{word} is what it would be if time were proportional to multiply-accumulates. "
+        "[How to read this report](how-to-read.md).",
         "",
     ]
     if spec.report.get("discussion"):
@@ -207,6 +258,9 @@ def page(
             "ours ms": fmt(r["ms"], ".0f"),
             f"paper {word}": fmt(r["paper_ratio"], ".2f"),
             f"ours {word}": fmt(r["ratio"], ".2f"),
+            "range over rounds": "-"
+            if pd.isna(r["ratio_low"]) or r["agreement"] == "reference"
+            else (f"{r['ratio_low']:.2f}-{r['ratio_high']:.2f}"),
             f"MAC {word}": fmt(r["mac_ratio"], ".2f"),
             "GMAC": fmt(r["gmac"], ".1f"),
             "agreement": r["agreement"],
