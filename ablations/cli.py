@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -196,8 +197,8 @@ def _plan(args, spec) -> int:
     from ablations.planning import ASSUMED_TFLOPS, describe
     from ablations.sweep import expand
 
-    if args.tflops is not None and not args.tflops > 0:
-        raise SpecError(COMMAND_LINE, "--tflops", f"expected a positive number, got {args.tflops}")
+    if args.tflops is not None and not 0 < args.tflops < math.inf:
+        raise SpecError(COMMAND_LINE, "--tflops", f"expected a finite positive number, got {args.tflops}")
     runs = expand(spec, args.scale, results_dir=args.results, seeds=args.seeds)
     print(describe(spec.id, args.scale, runs, tflops=args.tflops or ASSUMED_TFLOPS, data_root=args.data_root))
     return 0

@@ -920,7 +920,35 @@ def check_record(record: Any, file: str | Path) -> dict:
             raise RecordError(file, f"{key!r} is not {type_name(kind)}")
     if status == "ok" and not isinstance(record["metrics"].get("miou"), (int, float)):
         raise RecordError(file, "metrics without 'miou'")
+    for section in ("metrics", "holdout_metrics"):
+        if isinstance(record.get(section), dict):
+            for key, value in record[section].items():
+                _check_metric_value(file, f"{section}.{key}", key, value)
     return record
+
+
+# Metric keys that are not fractions: seconds (``*_s``) and pixels (``*_px``), both >= 0.
+_UNITS = ("_s", "_px")
+
+
+def _check_metric_value(file: str | Path, where: str, key: str, value: Any) -> None:
+    """A stored metric is a fraction in [0, 1] (the report shows it as a percentage), a
+    non-negative amount for a key in :data:`_UNITS`, or a list / dict of such (per class, where
+    ``null`` or NaN marks a class with no pixels); ``true`` is not 100% and 7.5 is not 750%."""
+    if isinstance(value, (list, dict)):
+        for i, item in value.items() if isinstance(value, dict) else enumerate(value):
+            if item is not None:
+                _check_metric_value(file, f"{where}[{i!r}]", key, item)
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError(file, f"{where} = {value!r}: expected a number")
+    if math.isnan(value):
+        return
+    if key.endswith(_UNITS):
+        if not 0 <= value < math.inf:
+            raise RecordError(file, f"{where} = {value!r}: expected a finite amount >= 0")
+    elif not 0 <= value <= 1:
+        raise RecordError(file, f"{where} = {value!r}: expected a fraction in [0, 1]")
 
 
 # -------------------------------------------------------------------------- code fingerprints

@@ -244,6 +244,10 @@ def _beyond_column(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     return strip(main), strip(beyond)
 
 
+def _dirs(results: Path) -> list[str]:
+    return [p.name for p in results.iterdir() if p.is_dir()] if results.is_dir() else []
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m report", description="Regenerate the markdown report.")
     p.add_argument("--specs", type=Path, default=ROOT / "ablations" / "specs")
@@ -261,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if (args.split != "val" or args.tag) and args.out.resolve() == (ROOT / "report").resolve():
         p.error("--split holdout and --tag write a side report: give it its own --out")
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out}: exists and is not a directory (the report is a folder of pages)")
+    if args.tag and not any((args.results / spec_dir / args.tag).is_dir() for spec_dir in _dirs(args.results)):
+        p.error(f"--tag {args.tag}: no results under that tag (results/<spec>/{args.tag}/ exists for no spec)")
     try:
         written, errors = generate(args.specs, args.results, args.out, split=args.split, tag=args.tag)
     except ReportInputError as e:

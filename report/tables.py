@@ -77,9 +77,11 @@ def summarise(table: Table) -> pd.DataFrame:
         for metric in spec.report.get("columns", []):
             extra = values(table, v.name, metric)
             row[f"paper:{metric}"] = v.paper.get(metric)
+            extra = extra.dropna()  # a metric some records lack: averaged over those that have it, n said
             row[f"ours:{metric}"] = (
                 extra.mean() if len(extra) else math.nan,
                 extra.std(ddof=1) if len(extra) > 1 else math.nan,
+                len(extra),
             )
         for column in spec.report.get("complexity", []):
             row[f"mini:{column}"] = complexity_value(first["complexity"], column) if first is not None else None
@@ -133,9 +135,15 @@ def main_table(table: Table, summary: pd.DataFrame) -> list[str]:
         for c in spec.report.get("columns", []):
             if c == metric:
                 continue
-            mean, sd = r[f"ours:{c}"]
+            mean, sd, n = r[f"ours:{c}"]
             row[f"paper {metric_name(c)} (%)"] = fmt(r[f"paper:{c}"])
-            row[f"ours {metric_name(c)} (%)"] = "not run" if r["n"] == 0 else f"{mean:.2f} ± {fmt(sd, '.2f')}"
+            if r["n"] == 0:
+                cell = "not run"
+            elif n == 0:
+                cell = "not recorded"
+            else:
+                cell = f"{mean:.2f} ± {fmt(sd, '.2f')}" + (f" (n={n} of {r['n']})" if n < r["n"] else "")
+            row[f"ours {metric_name(c)} (%)"] = cell
         row[f"paper {metric_name(metric)} (%)"] = fmt(r["paper"])
         row[f"ours {metric_name(metric)} (%)"] = (
             "not run" if r["n"] == 0 else f"{r['mean']:.2f} ± {fmt(r['sd'], '.2f')} (n={r['n']})"

@@ -1,0 +1,118 @@
+"""Issue 32's probe, as tests: the features added since issue 10 under bad input. Each case failed
+on the code before its fix (a traceback, exit 0 on an error, or a number from no information)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import write_tiny_spec
+
+from ablations.cli import main as ablations_main
+from ablations.schema import RecordError, check_record, load_specs
+from report.generate import main as report_main
+from report.load import Table
+from report.tables import main_table, summarise
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _committed_record() -> dict:
+    path = next(iter(sorted((ROOT / "results" / "gcn-k" / "mini").glob("*.json"))))
+    return json.loads(path.read_text())
+
+
+# -------------------------------------------------------------- E: impossible metrics in records
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("miou", True, "expected a number"),  # `true` used to count as 100%
+        ("miou", 7.5, "fraction in [0, 1]"),  # used to print as 750%
+        ("pixel_acc", -0.1, "fraction in [0, 1]"),
+        ("per_class_iou", [0.5, "x"], "expected a number"),
+        ("per_class_iou", [0.5, 1.5], "fraction in [0, 1]"),
+        ("postprocess_s", -1.0, "amount >= 0"),
+        ("postprocess_s", math.inf, "amount >= 0"),
+    ],
+)
+def test_records_with_impossible_metrics_are_refused_on_load(key, value, message):
+    record = _committed_record()
+    check_record(copy.deepcopy(record), "r.json")  # the committed record itself is fine
+    record["metrics"][key] = value
+    with pytest.raises(RecordError, match=re.escape(message)) as err:
+        check_record(record, "r.json")
+    assert f"metrics.{key}" in str(err.value) and "r.json" in str(err.value)
+
+
+def test_a_class_without_pixels_may_be_null_or_nan():
+    record = _committed_record()
+    record["metrics"]["per_class_iou"] = [0.5, None, math.nan]
+    assert check_record(record, "r.json") is record
+
+
+# ------------------------------------------- F: a metric some records lack says n; all lack: says so
+def test_a_metric_missing_from_some_records_is_averaged_with_its_n(tmp_path):
+    write_tiny_spec(tmp_path)
+    text = (
+        (tmp_path / "tiny.toml")
+        .read_text()
+        .replace("x_default = 1\n", 'x_default = 1\ncolumns = ["mean_acc", "pixel_acc"]\n')
+    )
+    (tmp_path / "tiny.toml").write_text(text)
+    (spec,), errors = load_specs(tmp_path)
+    assert not errors
+    rows = []
+    for variant in ("baseline", "k=3", "k=5"):
+        for seed in (0, 1, 2):
+            metrics = {"miou": 0.3 + seed / 100}
+            if seed != 2:
+                metrics["mean_acc"] = 0.5  # seed 2's records lack it
+            record = {"metrics": metrics, "config": {"data": {"val_images": 16}}}
+            rows.append({"variant": variant, "seed": seed, "metrics": metrics, "record": record})
+    table = Table(spec=spec, scale="mini", tag="mini", runs=pd.DataFrame(rows), expected=9)
+    text = "\n".join(main_table(table, summarise(table)))
+    baseline = next(line for line in text.splitlines() if line.startswith("| baseline "))
+    assert "50.00 ± 0.00 (n=2 of 3)" in baseline and "not recorded" in baseline  # pixel_acc: in no record
+    assert "nan" not in text
+
+
+# ----------------------------------------------------------- N, T: the report's command line
+def test_report_out_must_be_a_folder_and_a_tag_must_have_results(tmp_path, capsys):
+    stray = tmp_path / "a-file"
+    stray.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_:
+        report_main(["--out", str(stray)])
+    assert exit_.value.code == 2 and "is not a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        report_main(["--tag", "mini+ffffff", "--out", str(tmp_path / "side")])
+    assert exit_.value.code == 2 and "no results under that tag" in capsys.readouterr().err
+    assert not (tmp_path / "side").exists()  # nothing written
+
+
+# ------------------------------------------------- U: a blocked text cannot break the index table
+def test_a_blocked_reason_with_a_pipe_and_a_newline_stays_in_its_cell(tmp_path):
+    from report.generate import generate
+
+    specs = tmp_path / "specs"
+    write_tiny_spec(specs)
+    text = (specs / "tiny.toml").read_text()
+    (specs / "tiny.toml").write_text(text.replace('headline = "k=5"\n', 'headline = "k=5"\nblocked = """a | b\nc"""\n'))
+    _, errors = generate(specs, tmp_path / "results", tmp_path / "report")
+    assert not errors
+    row = next(line for line in (tmp_path / "report" / "index.md").read_text().splitlines() if "(tiny.md)" in line)
+    header = next(
+        line for line in (tmp_path / "report" / "index.md").read_text().splitlines() if line.startswith("| table")
+    )
+    assert r"a \| b c" in row and row.count(" | ") == header.count(" | ")
+
+
+# --------------------------------------------------------------------- Y: plan --tflops inf
+def test_plan_refuses_an_infinite_throughput(tmp_path, capsys):
+    write_tiny_spec(tmp_path / "specs")
+    code = ablations_main(["--specs", str(tmp_path / "specs"), "plan", "tiny", "--tflops", "inf"])
+    assert code == 2 and "--tflops" in capsys.readouterr().err
