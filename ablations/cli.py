@@ -84,16 +84,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _status(spec: Spec, scale: str, results: Path) -> str:
-    """Runs of the current configs with a result, from the spec and the files alone (no torch:
-    ``list`` stays quick)."""
+    """The table's (variant, seed) results of the current configs, from the spec and the files
+    alone (no torch: ``list`` stays quick). A ``[study]``'s pair is done when the run of its
+    chosen setting is, whatever its search runs: the count the report and ``show`` give too."""
     done = failed = total = 0
-    for variant, trial in ((v, t) for v in spec.variants for t in study_trials(spec)):
+    for variant in spec.variants:
         for seed in spec.seeds(scale):
-            h = config_hash(run_config(spec, scale, variant, seed, trial=trial))
-            record = read_result(results / spec.id / scale / run_filename(run_slug(variant, trial), seed, h), h)
             total += 1
-            done += record is not None
-            failed += record is not None and record["status"] == "failed"
+            for trial in study_trials(spec):
+                h = config_hash(run_config(spec, scale, variant, seed, trial=trial))
+                record = read_result(results / spec.id / scale / run_filename(run_slug(variant, trial), seed, h), h)
+                if record is not None:
+                    done += 1
+                    failed += record["status"] == "failed"
+                    break
     return f"{done}/{total}" + (f" ({failed} failed)" if failed else "")
 
 
@@ -146,7 +150,8 @@ def _show(args, spec) -> int:
         f"  claim:  {spec.claim}",
         f"  metric: {spec.metric}",
         f"  scales: {', '.join(f'{s} (seeds {spec.seeds(s)})' for s in spec.scales)}",
-        f"  results at {args.scale}: {len(done)}/{len(runs)} runs done",
+        f"  results at {args.scale}: {_status(spec, args.scale, args.results)} (variant, seed) pairs"
+        + (f"; the sweep's runs, searches included: {len(done)}/{len(runs)} done" if spec.study else ""),
     ]
     bases = sorted({str(p) for p in spec.document.origins.values()} - {str(spec.file)})
     if bases:

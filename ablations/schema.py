@@ -47,6 +47,8 @@ SPEC_VERSION = 2
 RECORD_VERSION = 2
 SECTIONS = ("model", "data", "pretrain", "train", "eval")
 SLUG_MAX = 64  # a variant's file slug; file names add the seed and the hash, far below the 255-byte limit
+FILE_NAME_MAX = 255  # bytes, the limit of common file systems
+EXTENDS_DEPTH_MAX = 16  # bases of bases: a protocol base and a table's delta need two or three
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _METRIC = re.compile(r"^[a-z][a-z0-9_@.]*$")
 EXPECTATIONS = ("greater", "less", "similar")
@@ -175,6 +177,10 @@ def load_document(path: str | Path, _chain: tuple[Path, ...] = ()) -> Document:
     file = Path(path)
     if file.resolve() in _chain:
         raise SpecError(file, "extends", f"circular: {' -> '.join(str(p) for p in _chain + (file.resolve(),))}")
+    if len(_chain) >= EXTENDS_DEPTH_MAX:
+        raise SpecError(
+            _chain[0], "extends", f"a chain of more than {EXTENDS_DEPTH_MAX} bases (reached {file}): flatten it"
+        )
     raw = _read_toml(file)
     extends = raw.pop("extends", [])
     if check_type(extends, list[str]) is not None:
@@ -541,9 +547,32 @@ def _check_study(doc: Document, study: dict | None, scales: dict) -> dict:
                 raise doc.error(
                     f"study.{kind}", f"{key!r}: expected a config key section.key, section one of {list(SECTIONS)}"
                 )
+    # the longest file name a run can get: a variant slug, each key's value, --search, seed, hash
+    longest = SLUG_MAX + len(f"--search--seed{_MAX_SEED}--12345678.json")
     for key, values in study["nuisance"].items():
         if not isinstance(values, list) or not values or len({json.dumps(v) for v in values}) != len(values):
             raise doc.error(f"study.nuisance.{key}", f"expected a list of distinct values to search, got {values!r}")
+        slugs: dict[str, Any] = {}
+        for value in values:  # a value names its runs' files: two that name the same file would erase each other
+            slug = slugify(f"{key.split('.')[-1]}-{json.dumps(value)}")
+            if slug in slugs:
+                raise doc.error(
+                    f"study.nuisance.{key}",
+                    f"values {slugs[slug]!r} and {value!r} give the same file name ({slug!r}): make them differ in "
+                    "letters or digits",
+                )
+            if len(slug.encode()) > SLUG_MAX:
+                raise doc.error(
+                    f"study.nuisance.{key}",
+                    f"value {value!r} makes a file-name part of {len(slug.encode())} bytes (at most {SLUG_MAX})",
+                )
+            slugs[slug] = value
+        longest += 2 + max(len(slug.encode()) for slug in slugs)
+    if longest > FILE_NAME_MAX:
+        raise doc.error(
+            "study.nuisance",
+            f"its longest run file name would be {longest} bytes (at most {FILE_NAME_MAX}): fewer keys or shorter values",
+        )
     both = sorted(
         set(study["nuisance"])
         & set(study.get("scientific", []) + study.get("fixed", []) + list(study.get("search", {})))

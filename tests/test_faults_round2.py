@@ -116,3 +116,45 @@ def test_plan_refuses_an_infinite_throughput(tmp_path, capsys):
     write_tiny_spec(tmp_path / "specs")
     code = ablations_main(["--specs", str(tmp_path / "specs"), "plan", "tiny", "--tflops", "inf"])
     assert code == 2 and "--tflops" in capsys.readouterr().err
+
+
+# ----------------------------------------------------- A, M: [study] values name files safely
+def _tuned(tmp_path: Path, values: str) -> Path:
+    write_tiny_spec(tmp_path)
+    path = tmp_path / "tiny.toml"
+    path.write_text(path.read_text() + f'\n[study]\nnuisance = {{ "model.head" = {values} }}\n')
+    return path
+
+
+def test_study_values_that_name_the_same_file_are_refused(tmp_path):
+    _tuned(tmp_path, '["seg a", "seg-a"]')  # both slug to head-seg-a: each run's file erased the other's
+    _, errors = load_specs(tmp_path)
+    (error,) = errors
+    assert "study.nuisance.model.head" in str(error) and "same file name" in str(error)
+
+
+def test_a_study_value_too_long_for_a_file_name_is_refused_before_any_work(tmp_path):
+    _tuned(tmp_path, f'["{"x" * 300}"]')
+    _, errors = load_specs(tmp_path)
+    (error,) = errors
+    assert "study.nuisance.model.head" in str(error) and "bytes" in str(error)
+
+
+# -------------------------------------------------------------- O: a very long extends chain
+def test_an_extends_chain_too_deep_is_one_clear_error(tmp_path):
+    write_tiny_spec(tmp_path)
+    for i in range(1200):
+        (tmp_path / f"b{i}.toml").write_text(f'extends = ["b{i + 1}.toml"]\n' if i < 1199 else "")
+    path = tmp_path / "tiny.toml"
+    path.write_text('extends = ["b0.toml"]\n' + path.read_text())
+    specs, errors = load_specs(tmp_path)  # used to raise RecursionError
+    assert any("tiny.toml" in str(e) and "more than 16 bases" in str(e) for e in errors)
+
+
+# ---------------------------------------------- R: list, show and the report count the same
+def test_list_and_show_count_a_tuned_table_as_the_report_does(capsys):
+    assert ablations_main(["list"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("gcn-k-tuned "))
+    assert " 24/24 " in row  # (variant, seed) pairs; `list` said 24/96 (one file per trial)
+    assert ablations_main(["show", "gcn-k-tuned"]) == 0
+    assert "results at mini: 24/24 (variant, seed) pairs" in capsys.readouterr().out
