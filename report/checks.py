@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,7 +110,13 @@ def paper_value(paper: Mapping[str, Mapping[str, float]], variant: str, metric: 
     return float(paper.get(variant, {}).get(metric, math.nan))
 
 
-def judge_pairwise(check: dict, metric: str, paper: Mapping[str, Mapping[str, float]], df: pd.DataFrame) -> CheckResult:
+def judge_pairwise(
+    check: dict,
+    metric: str,
+    paper: Mapping[str, Mapping[str, float]],
+    df: pd.DataFrame,
+    failed: Collection[str] = (),
+) -> CheckResult:
     metric = check.get("metric", metric)
     b_metric = check.get("b_metric", metric)  # b's metric: e.g. the same run before post-processing
     expect = check.get("expect", "greater")
@@ -143,10 +149,18 @@ def judge_pairwise(check: dict, metric: str, paper: Mapping[str, Mapping[str, fl
         base_metric=base_metric,
     )
     if n < 2:
-        not_run = [name for name, values in ((check["a"], a), (check["b"], b)) if len(values) == 0]
+        absent = [name for name, values in ((check["a"], a), (check["b"], b)) if len(values) == 0]
+        words = [
+            f"{' and '.join(names)} {word}"
+            for names, word in (
+                ([n for n in absent if n not in failed], "not run"),
+                ([n for n in absent if n in failed], "failed"),
+            )
+            if names
+        ]
         no_value = [name for name, values in ((check["a"], a), (check["b"], b)) if len(values) and values.isna().all()]
-        if not_run:
-            result.missing = f"{' and '.join(not_run)} not run"
+        if absent:
+            result.missing = "; ".join(words)
         elif no_value:
             result.missing = f"no {metric} value for {' and '.join(no_value)}"
         else:
@@ -175,7 +189,13 @@ def judge_pairwise(check: dict, metric: str, paper: Mapping[str, Mapping[str, fl
     return result
 
 
-def judge_ordering(check: dict, metric: str, paper: Mapping[str, Mapping[str, float]], df: pd.DataFrame) -> CheckResult:
+def judge_ordering(
+    check: dict,
+    metric: str,
+    paper: Mapping[str, Mapping[str, float]],
+    df: pd.DataFrame,
+    failed: Collection[str] = (),
+) -> CheckResult:
     metric = check.get("metric", metric)
     theirs, columns = [], {}
     for name, figures in paper.items():
@@ -203,7 +223,11 @@ def judge_ordering(check: dict, metric: str, paper: Mapping[str, Mapping[str, fl
     )
     with_paper = sum(1 for figures in paper.values() if metric in figures)
     if n < with_paper or n < 3:
-        result.missing = f"{with_paper - n} of {with_paper} variants not run"
+        absent = [name for name, figures in paper.items() if metric in figures and name not in columns]
+        lost = sum(name in failed for name in absent)
+        result.missing = f"{with_paper - n} of {with_paper} variants " + (
+            f"without results ({lost} failed, {len(absent) - lost} not run)" if lost else "not run"
+        )
         return result
     by_seed = pd.DataFrame(columns)  # seeds x variants (NaN where a variant lacks a seed)
     result.delta = _spearman(np.asarray(theirs), by_seed.mean().to_numpy()[None, :])[0]
@@ -253,21 +277,32 @@ def rho_interval(reference: np.ndarray, by_seed: np.ndarray, level: float = CI_L
     return float(low), float(high)
 
 
-def judge(check: dict, metric: str, paper: Mapping[str, Mapping[str, float]], df: pd.DataFrame) -> CheckResult:
+def judge(
+    check: dict,
+    metric: str,
+    paper: Mapping[str, Mapping[str, float]],
+    df: pd.DataFrame,
+    failed: Collection[str] = (),
+) -> CheckResult:
     """One claim. ``metric`` is the table's (a check may name another); ``paper`` maps each
-    variant, in the table's order, to the paper's figures; ``df`` holds our runs."""
+    variant, in the table's order, to the paper's figures; ``df`` holds our runs; ``failed``
+    names the variants whose runs failed (so that a missing value says "failed", not "not run")."""
     if check.get("kind", "pairwise") == "ordering":
-        result = judge_ordering(check, metric, paper, df)
+        result = judge_ordering(check, metric, paper, df, failed)
     else:
-        result = judge_pairwise(check, metric, paper, df)
+        result = judge_pairwise(check, metric, paper, df, failed)
     result.ours = bool(check.get("ours", False))
     return result
 
 
 def judge_all(
-    checks: list[dict], metric: str, paper: Mapping[str, Mapping[str, float]], df: pd.DataFrame
+    checks: list[dict],
+    metric: str,
+    paper: Mapping[str, Mapping[str, float]],
+    df: pd.DataFrame,
+    failed: Collection[str] = (),
 ) -> list[CheckResult]:
-    return [judge(c, metric, paper, df) for c in checks]
+    return [judge(c, metric, paper, df, failed) for c in checks]
 
 
 def describe(r: CheckResult) -> str:

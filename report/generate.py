@@ -36,7 +36,8 @@ def render_table(
     same table without its ``[study]``'s tuning, whose verdicts the page puts beside its own."""
     spec = table.spec
     summary = summarise(table)
-    results = judge_all(spec.report.get("checks", []), spec.metric, _paper_figures(spec), table.runs)
+    failed = {f["variant"] for f in table.failed}
+    results = judge_all(spec.report.get("checks", []), spec.metric, _paper_figures(spec), table.runs, failed)
     before = None
     if untuned is not None:
         before = judge_all(spec.report.get("checks", []), spec.metric, _paper_figures(spec), untuned.runs)

@@ -115,6 +115,7 @@ def _paper_count(v) -> str:
 def main_table(table: Table, summary: pd.DataFrame) -> list[str]:
     spec, scale = table.spec, table.scale
     metric = spec.metric
+    failed = {f["variant"] for f in table.failed} - set(table.runs["variant"] if not table.runs.empty else ())
     rows = []
     for _, r in summary.iterrows():
         row = {"variant": r["variant"]}
@@ -138,7 +139,7 @@ def main_table(table: Table, summary: pd.DataFrame) -> list[str]:
             mean, sd, n = r[f"ours:{c}"]
             row[f"paper {metric_name(c)} (%)"] = fmt(r[f"paper:{c}"])
             if r["n"] == 0:
-                cell = "not run"
+                cell = "failed" if r["variant"] in failed else "not run"
             elif n == 0:
                 cell = "not recorded"
             else:
@@ -146,7 +147,9 @@ def main_table(table: Table, summary: pd.DataFrame) -> list[str]:
             row[f"ours {metric_name(c)} (%)"] = cell
         row[f"paper {metric_name(metric)} (%)"] = fmt(r["paper"])
         row[f"ours {metric_name(metric)} (%)"] = (
-            "not run" if r["n"] == 0 else f"{r['mean']:.2f} ± {fmt(r['sd'], '.2f')} (n={r['n']})"
+            ("failed" if r["variant"] in failed else "not run")
+            if r["n"] == 0
+            else f"{r['mean']:.2f} ± {fmt(r['sd'], '.2f')} (n={r['n']})"
         )
         row["Δ paper"] = fmt(r["paper_delta"], "+.1f")
         row["Δ ours"] = fmt(r["delta"], "+.2f")

@@ -158,3 +158,29 @@ def test_list_and_show_count_a_tuned_table_as_the_report_does(capsys):
     assert " 24/24 " in row  # (variant, seed) pairs; `list` said 24/96 (one file per trial)
     assert ablations_main(["show", "gcn-k-tuned"]) == 0
     assert "results at mini: 24/24 (variant, seed) pairs" in capsys.readouterr().out
+
+
+# ------------------------------------------------- Q: a variant whose runs failed is not "not run"
+def test_a_variant_whose_runs_failed_is_called_failed(tmp_path):
+    from report.checks import judge_all
+
+    write_tiny_spec(tmp_path)
+    (spec,), _ = load_specs(tmp_path)
+    rows = [
+        {
+            "variant": v,
+            "seed": s,
+            "metrics": {"miou": 0.3},
+            "record": {"metrics": {"miou": 0.3}, "config": {"data": {"val_images": 16}}},
+        }
+        for v in ("baseline", "k=3")
+        for s in (0, 1)
+    ]
+    failures = [{"variant": "k=5", "seed": s, "reason": "diverged at step 3"} for s in (0, 1)]
+    table = Table(spec=spec, scale="mini", tag="mini", runs=pd.DataFrame(rows), failed=failures, expected=6)
+    paper = {v.name: v.paper for v in spec.variants}
+    pairwise, ordering = judge_all(spec.report["checks"], spec.metric, paper, table.runs, {"k=5"})
+    assert pairwise.outcome == "incomplete" and pairwise.missing == "k=5 failed"  # was "k=5 not run"
+    assert ordering.missing == "1 of 3 variants without results (1 failed, 0 not run)"
+    text = "\n".join(main_table(table, summarise(table)))
+    assert " failed |" in next(line for line in text.splitlines() if line.startswith("| k=5 "))
