@@ -61,10 +61,16 @@ def figure(table: Table, summary: pd.DataFrame, path: Path) -> bool:
         fig = _sweep(table, summary, runs, plt)
     else:
         fig = _variants(table, summary, runs, plt)
-    fig.suptitle(f"{table.spec.title} ({table.spec.paper_table})")
+    fig.suptitle(table.spec.title)  # the page's own title; it names its paper table
     fig.tight_layout()
     plotting.save(fig, path)
     return True
+
+
+def _legend_below(ax, columns: int = 2) -> None:
+    """The legend under the axes, where it cannot cover a point (issue 30: gcn-k's hid k = 7-9)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=columns, fontsize=9, frameon=False, title=None)
 
 
 def _labels(table: Table) -> tuple[str, str]:
@@ -78,7 +84,7 @@ def _sweep(table, summary, runs, plt):
 
     spec = table.spec
     paper_label, ours_label = _labels(table)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5.0))
     x_of = runs.drop_duplicates("variant").set_index("variant")["x"]
     s = summary[summary.n > 0].assign(x=lambda d: d["variant"].map(x_of)).sort_values("x")
     ax1.plot(s["x"], s["paper_delta"], "o--", color="0.35", label=paper_label)
@@ -86,14 +92,14 @@ def _sweep(table, summary, runs, plt):
     ax1.axhline(0, color="0.6", lw=0.8)
     ax1.set_ylabel(f"{metric_name(spec.metric)} gain over {spec.baseline} (points)")
     ax1.set_title("Gain over the baseline: paper vs reproduced")
-    ax1.legend(loc="upper left", fontsize=9)
+    _legend_below(ax1, 1)
     ax2.scatter(
         runs["x"] + _seed_offsets(runs["seed"], 0.12), runs["value"], color="C0", alpha=0.6, s=22, label="one seed"
     )
     sns.lineplot(data=runs, x="x", y="value", errorbar="sd", color="C0", ax=ax2, label="mean ± sd")
     ax2.set_ylabel(f"{metric_name(spec.metric)} (%)")
     ax2.set_title(f"Reproduced, every seed ({table.tag} scale)")
-    ax2.legend(loc="lower right", fontsize=9)
+    _legend_below(ax2)
     for ax in (ax1, ax2):
         ax.set_xlabel(spec.report.get("x_label", "x"))
         ax.set_xticks(sorted(s["x"].unique()))
@@ -109,7 +115,7 @@ def _series(table, summary, runs, plt):
     series_of = runs.drop_duplicates("variant").set_index("variant")["series"]
     x_of = runs.drop_duplicates("variant").set_index("variant")["x"]
     s = summary[summary.n > 0].assign(series=lambda d: d["variant"].map(series_of), x=lambda d: d["variant"].map(x_of))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5.0), sharex=True)
     palette = dict(zip(dict.fromkeys(s["series"]), sns.color_palette("tab10")))
     for name, group in s.groupby("series", sort=False):
         g = group.sort_values("x")
@@ -121,7 +127,7 @@ def _series(table, summary, runs, plt):
         ax.set_xlabel(spec.report.get("x_label", "x"))
         ax.set_ylabel(f"{metric_name(spec.metric)} (%)")
         ax.set_xticks(sorted(s["x"].unique()))
-        ax.legend(fontsize=9, title=None)
+        _legend_below(ax, 3)
     return fig
 
 
@@ -141,7 +147,7 @@ def _columns(table, runs, plt):
             for i, c in enumerate(columns)
         ]
     )
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5.0), sharex=True)
     for variant in spec.variants:
         points = [(i, variant.paper[c]) for i, c in enumerate(columns) if c in variant.paper]
         if variant.name in palette and points:
@@ -154,8 +160,7 @@ def _columns(table, runs, plt):
         ax.set_xticklabels([metric_name(c) for c in columns])
         ax.set_xlabel(spec.report.get("x_label", ""))
         ax.set_ylabel("value (%)")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=9, title=None)
+        _legend_below(ax, 3)
     return fig
 
 
@@ -178,11 +183,16 @@ def _variants(table, summary, runs, plt):
     s = summary[summary.n > 0].reset_index(drop=True)
     y = np.arange(len(s))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 0.9 + 0.55 * len(s) + 1.6))
-    ax1.barh(y - 0.2, s["paper_delta"].fillna(0), height=0.38, color="0.6", label=paper_label)
+    paper = s["paper_delta"]
+    if paper.notna().any():  # no paper bars, no paper legend entry (gscnn-ablation prints no paper numbers)
+        known = paper.notna()
+        ax1.barh(y[known] - 0.2, paper[known], height=0.38, color="0.6", label=paper_label)
+        zero = known & (paper == 0)  # a zero gain is a value, not an empty slot: mark it
+        ax1.scatter(np.zeros(int(zero.sum())), y[zero] - 0.2, marker="|", s=160, color="0.35", zorder=3)
     ax1.barh(y + 0.2, s["delta"], height=0.38, xerr=s["delta_sd"].fillna(0), color="C0", capsize=3, label=ours_label)
     ax1.axvline(0, color="0.3", lw=0.8)
     ax1.set_xlabel(f"{metric_name(spec.metric)} gain over {spec.baseline} (points)")
-    ax1.legend(fontsize=9, loc="best")
+    _legend_below(ax1, 1)
     order = {v: i for i, v in enumerate(s["variant"])}
     shown = runs[runs.variant.isin(order)]
     ax2.scatter(
@@ -209,7 +219,7 @@ def _variants(table, summary, runs, plt):
     )
     ax2.set_xlabel(f"{metric_name(spec.metric)} (%), ours, {table.tag} scale")
     ax2.set_ylabel("")
-    ax2.legend(fontsize=9, loc="best")
+    _legend_below(ax2)
     ax1.set_yticks(y)
     ax1.set_yticklabels(s["variant"])
     ax1.invert_yaxis()
