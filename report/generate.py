@@ -23,6 +23,7 @@ from report.load import SPLITS, ReportInputError, Table, load_table, scales_with
 from report.tables import summarise
 
 ROOT = Path(__file__).resolve().parent.parent
+COST_WORKERS = 2  # a table's cost on the index: its runs' recorded wall times, two at a time (2 cores)
 
 
 def _paper_figures(spec: Spec) -> dict[str, dict[str, float]]:
@@ -71,7 +72,9 @@ def render_table(
         runs += f", {len(table.failed)} failed"
     sentence = verdict.sentence + ("; some results are from older code" if table.changed_code else "")
     paper = paper_of(spec.paper_table)
+    walls = [r["timing"]["wall_s"] for r in table.runs["record"]] if not table.runs.empty else []
     row = {
+        "_cost_s": sum(walls) / COST_WORKERS if walls else None,
         "_claims_csv": exports.claim_rows(paper, table, results) if not table.runs.empty else [],
         "_tables_csv": exports.table_rows(paper, table) if not table.runs.empty else [],
         "_id": spec.id,

@@ -447,6 +447,7 @@ def _index_row(row: dict, beyond: dict[str, list[dict]]) -> dict:
             "verdict": verdict,
             "claims": _cell(tally or "-"),
             "finding": finding,
+            "runs, 2 cores": "-",
             "beyond the paper": "",
         }
     tally = _tally_phrase(_tally(row.get("_results", [])))
@@ -466,8 +467,16 @@ def _index_row(row: dict, beyond: dict[str, list[dict]]) -> dict:
         "verdict": f"**{label}**",
         "claims": tally or "-",
         "finding": _cell(finding) or "-",
+        "runs, 2 cores": _minutes(row.get("_cost_s")),
         "beyond the paper": follow,
     }
+
+
+def _minutes(seconds: float | None) -> str:
+    """A table's recorded run time as the index shows it ("~18 min"; "-" without runs)."""
+    if seconds is None:
+        return "-"
+    return f"~{seconds / 60:.0f} min" if seconds < 5400 else f"~{seconds / 3600:.1f} h"
 
 
 def summary_index(rows: list[dict], errors: list[str]) -> str:
@@ -509,7 +518,9 @@ def summary_index(rows: list[dict], errors: list[str]) -> str:
         lines += [
             "Paper claims per paper, in order of publication (our own questions beyond the papers are not counted). "
             "*no results*: tables without results yet (blocked or not run; their lines below say why). What each "
-            f"outcome means: [How to read this report]({HOW_TO_READ}).",
+            f"outcome means: [How to read this report]({HOW_TO_READ}). *runs, 2 cores*: a table's recorded run "
+            "times, two runs at a time (what re-running it from an empty results folder costs, its trunk's one-off "
+            "pretraining aside; each page gives the machine's calibration).",
             "",
             pd.DataFrame([*summary, {"paper": "**all**", **totals}]).to_markdown(index=False),
             "",
