@@ -1,8 +1,10 @@
 import os
+import signal
 import sys
 
-from ablations.cli import main
+from ablations.cli import _terminate, main
 
+signal.signal(signal.SIGTERM, _terminate)  # SIGTERM shuts down as Ctrl-C does, then exits 143 with one line
 try:
     code = main()
     sys.stdout.flush()

@@ -8,7 +8,7 @@ estimated GPU-hours and what is missing (:mod:`ablations.planning`).
 Exit status: 0 success; 1 a run failed (diverged; recorded, the others ran); 2 bad input
 (spec, scale, seed, override, an unwritable results directory, a missing dataset or weights, an
 executor that is not installed), in which case nothing has been written; 130 interrupted
-(Ctrl-C; run again to resume).
+(Ctrl-C; run again to resume); 143 terminated (SIGTERM; the same shutdown as Ctrl-C).
 
 ``list`` reads only spec and result files (no torch), so it answers in about a second.
 """
@@ -259,6 +259,15 @@ def _submit(args, spec) -> int:
     return 1 if failed else 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so that the same clean shutdown
+    runs (workers stopped, complete files only) and the command exits 143 with one line."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -369,11 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, RunnerBusy, NotWritable, DataError, MissingWeights, ExecutorUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        done = 0
+    except KeyboardInterrupt as e:
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
         if args.command == "run" and "runs" in locals():
             done, _ = plan(runs)
-            print(f"interrupted: {len(done)} of {len(runs)} runs done; run again to resume", file=sys.stderr)
+            print(f"{how}: {len(done)} of {len(runs)} runs done; run again to resume", file=sys.stderr)
         else:
-            print("interrupted", file=sys.stderr)
-        return 130
+            print(how, file=sys.stderr)
+        return code

@@ -184,3 +184,36 @@ def test_a_variant_whose_runs_failed_is_called_failed(tmp_path):
     assert ordering.missing == "1 of 3 variants without results (1 failed, 0 not run)"
     text = "\n".join(main_table(table, summarise(table)))
     assert " failed |" in next(line for line in text.splitlines() if line.startswith("| k=5 "))
+
+
+# ---------------------------------------------------------------- P: SIGTERM says one line, 143
+@pytest.mark.slow
+def test_sigterm_shuts_down_as_ctrl_c_does_and_exits_143(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import cli_args
+
+    specs = tmp_path / "specs"
+    write_tiny_spec(specs, steps=2000)
+    t = {"specs": specs, "results": tmp_path / "results", "cache": tmp_path / "cache"}
+    files = lambda: list((tmp_path / "results").rglob("*.json"))  # noqa: E731
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ablations", *cli_args(t, "run", "tiny", "--jobs", "2")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not files():
+        time.sleep(0.05)
+    assert len(files()) < 6, "the sweep ended before SIGTERM could reach it: give the runs more steps"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err  # was 143 with nothing said
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("terminated (SIGTERM): "), err
+    for p in files():
+        json.loads(p.read_text())  # what was written is complete
