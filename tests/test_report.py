@@ -258,7 +258,7 @@ def test_a_base_metric_judges_how_the_lead_changes_between_two_metrics():
     assert r.delta == pytest.approx(-3.1) and r.n == 3
     assert r.outcome == "reversed"
     assert r.paper_delta == pytest.approx((69.2 - 63.6) - (80.9 - 78.8))
-    assert "crop400_miou gap minus crop0_miou gap -3.10 points" in describe(r)
+    assert "mIoU, crop 400 gap minus mIoU, crop 0 gap -3.10 points" in describe(r)
     table = "\n".join(claims_table([r]))
     assert "the gap in" in table and "minus the gap in" in table
 
