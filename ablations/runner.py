@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
@@ -220,7 +221,9 @@ def run_sweep(
                 if "ignore:resource_tracker:UserWarning" not in sys.warnoptions:
                     sys.warnoptions.append("ignore:resource_tracker:UserWarning")
                 ctx = get_context("spawn")
-                pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_ignore_interrupts)
+                pool = ProcessPoolExecutor(
+                    max_workers=jobs, mp_context=ctx, initializer=_worker_setup, initargs=(os.getpid(),)
+                )
                 try:
                     futures = {
                         pool.submit(_attempt, run, str(cache_dir), True, None, data_root): run for run in pending
@@ -308,11 +311,25 @@ def _attempt(
         return record
 
 
-def _ignore_interrupts() -> None:
-    """Pool workers leave Ctrl-C to the runner, which stops them (no traceback per worker)."""
+PARENT_CHECK_S = 0.5  # how often a pool worker checks that the runner still lives
+
+
+def _worker_setup(parent: int) -> None:
+    """Pool workers leave Ctrl-C to the runner, which stops them (no traceback per worker), and
+    die with the runner: a watcher thread ends the worker within a second of the parent's death
+    (SIGKILL, SIGTERM elsewhere, a crash), so no orphan computes the queued runs without the
+    results lock and then idles holding its memory (issue 32, G)."""
     import signal
+    import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)  # the parent is gone: nothing will read this worker's result
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

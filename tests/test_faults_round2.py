@@ -217,3 +217,58 @@ def test_sigterm_shuts_down_as_ctrl_c_does_and_exits_143(tmp_path):
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("terminated (SIGTERM): "), err
     for p in files():
         json.loads(p.read_text())  # what was written is complete
+
+
+# -------------------------------------------------- G: workers die with a killed parent sweep
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":  # ppid, and not a zombie
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+def test_a_killed_parallel_sweep_leaves_no_process_behind(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import cli_args
+
+    specs = tmp_path / "specs"
+    write_tiny_spec(specs, steps=2000)
+    t = {"specs": specs, "results": tmp_path / "results", "cache": tmp_path / "cache"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ablations", *cli_args(t, "run", "tiny", "--jobs", "2")],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    workers: list[int] = []
+    while time.time() < deadline and len(workers) < 2:  # the two pool workers (and a resource tracker)
+        time.sleep(0.2)
+        workers = [c for c in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert len(workers) >= 2, "the pool's workers never started"
+    children = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.time() + 20
+    while time.time() < deadline and any(map(_alive, children)):
+        time.sleep(0.2)
+    assert not [c for c in children if _alive(c)], "workers outlived their killed parent"  # they used to run on
