@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,15 @@ def _threads():
 
 def cli_args(t: dict, *args: str) -> list[str]:
     return ["--specs", str(t["specs"]), "--results", str(t["results"]), "--cache", str(t["cache"]), *args]
+
+
+def start_long_sweep(tmp_path: Path, **popen) -> tuple[subprocess.Popen, dict]:
+    """``python -m ablations run`` of the tiny spec with 2,000 steps per run and two workers, in
+    a child process (``popen``: Popen's options): long enough to be signalled or killed while
+    it runs. Returns the process and the paths it writes."""
+    specs = tmp_path / "specs"
+    write_tiny_spec(specs, steps=2000)
+    t = {"specs": specs, "results": tmp_path / "results", "cache": tmp_path / "cache"}
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "ablations", *cli_args(t, "run", "tiny", "--jobs", "2")]
+    return subprocess.Popen(command, cwd=root, **popen), t

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_SPEC, cli_args, write_tiny_spec
+from conftest import TINY_SPEC, cli_args, start_long_sweep, write_tiny_spec
 from PIL import Image
 
 from ablations.cli import main
@@ -309,12 +309,8 @@ def test_14_ctrl_c_says_one_line_and_exits_130(tmp_path):
     without job control starts background commands with SIGINT ignored, Python then keeps it
     ignored (as it should: the shell meant it), and a CI started that way would see the sweep run
     to its end (exit 0). 2,000 steps keep the remaining runs going well after the first file."""
-    specs = tmp_path / "specs"
-    write_tiny_spec(specs, steps=2000)
-    t = {"specs": specs, "results": tmp_path / "results", "cache": tmp_path / "cache"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ablations", *cli_args(t, "run", "tiny", "--jobs", "2")],
-        cwd=ROOT,
+    proc, t = start_long_sweep(
+        tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_tiny_spec
+from conftest import start_long_sweep, write_tiny_spec
 
 from ablations.cli import main as ablations_main
 from ablations.schema import RecordError, check_record, load_specs
@@ -191,22 +191,10 @@ def test_a_variant_whose_runs_failed_is_called_failed(tmp_path):
 def test_sigterm_shuts_down_as_ctrl_c_does_and_exits_143(tmp_path):
     import signal
     import subprocess
-    import sys
     import time
 
-    from conftest import cli_args
-
-    specs = tmp_path / "specs"
-    write_tiny_spec(specs, steps=2000)
-    t = {"specs": specs, "results": tmp_path / "results", "cache": tmp_path / "cache"}
     files = lambda: list((tmp_path / "results").rglob("*.json"))  # noqa: E731
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ablations", *cli_args(t, "run", "tiny", "--jobs", "2")],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, _ = start_long_sweep(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and not files():
         time.sleep(0.05)
@@ -245,20 +233,9 @@ def _alive(pid: int) -> bool:
 def test_a_killed_parallel_sweep_leaves_no_process_behind(tmp_path):
     import signal
     import subprocess
-    import sys
     import time
 
-    from conftest import cli_args
-
-    specs = tmp_path / "specs"
-    write_tiny_spec(specs, steps=2000)
-    t = {"specs": specs, "results": tmp_path / "results", "cache": tmp_path / "cache"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ablations", *cli_args(t, "run", "tiny", "--jobs", "2")],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, _ = start_long_sweep(tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     workers: list[int] = []
     while time.time() < deadline and len(workers) < 2:  # the two pool workers (and a resource tracker)
