@@ -249,3 +249,19 @@ def test_a_killed_parallel_sweep_leaves_no_process_behind(tmp_path):
     while time.time() < deadline and any(map(_alive, children)):
         time.sleep(0.2)
     assert not [c for c in children if _alive(c)], "workers outlived their killed parent"  # they used to run on
+
+
+# ------------------------------------------- Z: a missing file names the lists it came from
+def test_a_missing_sbd_image_names_the_lists_train_aug_is_built_from(tmp_path):
+    from paper_trees import write_voc_sbd
+
+    from seg_core.data.checks import DataError
+    from seg_core.data.voc import verify_voc
+
+    root = write_voc_sbd(tmp_path / "voc")
+    (root / "SBD" / "img" / "s2.jpg").unlink()
+    with pytest.raises(DataError) as err:
+        verify_voc({"root": str(root), "label_cache": str(tmp_path / "cache")}, ["train"])
+    message = str(err.value)
+    assert "s2.jpg" in message and "SBD's train.txt" in message  # not "train_aug.txt", a file that does not exist
+    assert "train_aug.txt" not in message

@@ -178,10 +178,16 @@ def verify_voc(options: dict, splits: list[str]) -> None:
             raise DataError(list_file, "the split list is empty")
         from PIL import Image
 
+        # where a pair was listed: the list file, or the lists train_aug is built from when it has none
+        listed = (
+            list_file.name
+            if list_file.is_file()
+            else "train_aug, built from VOC's train.txt and SBD's train.txt and val.txt, minus VOC's val.txt"
+        )
         for image, label in dataset._pairs:
             for path in (image, label):
                 if not path.is_file():
-                    raise DataError(path, f"missing (listed in {list_file.name})")
+                    raise DataError(path, f"missing (listed in {listed})")
             with Image.open(image) as im, Image.open(label) as lb:
                 if im.size != lb.size and lb.mode in ("P", "L"):
                     raise DataError(label, f"label is {lb.size[0]}x{lb.size[1]}, its image {im.size[0]}x{im.size[1]}")
