@@ -68,7 +68,7 @@ def figure(table: Table, summary: pd.DataFrame, path: Path) -> bool:
 
 
 def _legend_below(ax, columns: int = 2) -> None:
-    """The legend under the axes, where it cannot cover a point (issue 30: gcn-k's hid k = 7-9)."""
+    """The legend under the axes, where it cannot cover a point of the plot."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=columns, fontsize=9, frameon=False, title=None)
 
@@ -184,7 +184,7 @@ def _variants(table, summary, runs, plt):
     y = np.arange(len(s))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 0.9 + 0.55 * len(s) + 1.6))
     paper = s["paper_delta"]
-    if paper.notna().any():  # no paper bars, no paper legend entry (gscnn-ablation prints no paper numbers)
+    if paper.notna().any():  # a table without paper numbers: no paper bars, no paper legend entry
         known = paper.notna()
         ax1.barh(y[known] - 0.2, paper[known], height=0.38, color="0.6", label=paper_label)
         zero = known & (paper == 0)  # a zero gain is a value, not an empty slot: mark it

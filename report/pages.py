@@ -71,8 +71,8 @@ def how_to_read() -> str:
             "",
             "## The mini scale",
             "",
-            "Mini-scale tables run on an embedded synthetic dataset on CPU, built so that each paper's *mechanism* "
-            "(a large kernel, a field of view, a cascade, a boundary stream) has something to act on. Compare signs, "
+            "Mini-scale tables run on an embedded synthetic dataset on CPU, built so that the mechanism each paper "
+            "argues for has something to act on (each spec's scale block says how). Compare signs, "
             "orderings and relative gains with the paper's numbers, never absolute values.",
             "",
             "## Claims",
@@ -109,7 +109,7 @@ def how_to_read() -> str:
             "## Readings",
             "",
             "A reading states an effect as a finding only where a judged claim backs it: every sentence with a "
-            "signed number cites a claim ([C2], or [gcn-k C1] for another page's) or says *not tested*.",
+            "signed number cites a claim ([C2], or [<spec id> C1] for another page's) or says *not tested*.",
             "",
             "## Timing pages",
             "",
