@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     planner.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the scale's seeds)")
     planner.add_argument("--data-root", help="the dataset's root, instead of the spec's data.root")
     planner.add_argument("--tflops", type=float, help="assumed sustained TFLOP/s per GPU (default: 50)")
+    planner.add_argument("--jobs", type=int, help="parallel runs the CPU estimate assumes (default: as `run` would)")
     run = sub.add_parser("run", help="run (resume) one ablation's sweep")
     run.add_argument("id")
     run.add_argument("--scale", default="mini", help="scale block of the spec (default: mini)")
@@ -84,10 +85,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _status(spec: Spec, scale: str, results: Path) -> str:
+    return _status_and_cost(spec, scale, results)[0]
+
+
+def _status_and_cost(spec: Spec, scale: str, results: Path) -> tuple[str, float]:
     """The table's (variant, seed) results of the current configs, from the spec and the files
-    alone (no torch: ``list`` stays quick). A ``[study]``'s pair is done when the run of its
-    chosen setting is, whatever its search runs: the count the report and ``show`` give too."""
+    alone (no torch: ``list`` stays quick), and their recorded wall seconds in all. A
+    ``[study]``'s pair is done when the run of its chosen setting is, whatever its search runs:
+    the count the report and ``show`` give too."""
     done = failed = total = 0
+    wall = 0.0
     for variant in spec.variants:
         for seed in spec.seeds(scale):
             total += 1
@@ -97,8 +104,9 @@ def _status(spec: Spec, scale: str, results: Path) -> str:
                 if record is not None:
                     done += 1
                     failed += record["status"] == "failed"
+                    wall += float((record.get("timing") or {}).get("wall_s") or 0)
                     break
-    return f"{done}/{total}" + (f" ({failed} failed)" if failed else "")
+    return f"{done}/{total}" + (f" ({failed} failed)" if failed else ""), wall
 
 
 def _list(args) -> int:
@@ -107,17 +115,26 @@ def _list(args) -> int:
         print(f"no spec files in {args.specs}", file=sys.stderr)
         return 2
     blocked = []  # printed after the table, like the errors
-    print(f"{'id':<20} {'kind':<8} {'paper table':<34} {'variants':>8}  {'mini runs':>9}  title")
+    print(f"{'id':<20} {'kind':<8} {'paper table':<34} {'variants':>8}  {'mini runs':>9}  {'recorded':>8}  title")
     for spec in specs:
         if spec.kind == "timing":
-            print(f"{spec.id:<20} {'timing':<8} {spec.paper_table:<34} {len(spec.items):>8}  {'-':>9}  {spec.title}")
+            print(
+                f"{spec.id:<20} {'timing':<8} {spec.paper_table:<34} {len(spec.items):>8}  {'-':>9}  {'-':>8}  {spec.title}"
+            )
             continue
+        status, wall = _status_and_cost(spec, "mini", args.results)
+        cost = f"~{max(1, round(wall / 2 / 60))} min" if wall else "-"
         print(
             f"{spec.id:<20} {'ablation':<8} {spec.paper_table:<34} {len(spec.variants):>8}  "
-            f"{_status(spec, 'mini', args.results):>9}  {spec.title}"
+            f"{status:>9}  {cost:>8}  {spec.title}"
         )
         if spec.blocked:
             blocked.append(f"blocked: {spec.id}: {spec.blocked}")
+    print(
+        "recorded: the mini runs' recorded wall times, two at a time (trunk pretraining aside); "
+        "`plan ID --scale mini` estimates them on this machine",
+        file=sys.stderr,
+    )
     for line in blocked:
         print(line, file=sys.stderr)
     for e in errors:
@@ -199,13 +216,43 @@ def _shard(args):
 
 
 def _plan(args, spec) -> int:
-    from ablations.planning import ASSUMED_TFLOPS, describe
+    from ablations.planning import ASSUMED_TFLOPS, describe, on_cpu
     from ablations.sweep import expand
 
     if args.tflops is not None and not 0 < args.tflops < math.inf:
         raise SpecError(COMMAND_LINE, "--tflops", f"expected a finite positive number, got {args.tflops}")
+    if args.jobs is not None and args.jobs < 1:
+        raise SpecError(COMMAND_LINE, "--jobs", f"expected an integer >= 1, got {args.jobs}")
     runs = expand(spec, args.scale, results_dir=args.results, seeds=args.seeds)
-    print(describe(spec.id, args.scale, runs, tflops=args.tflops or ASSUMED_TFLOPS, data_root=args.data_root))
+    calibration = missing_trunks = None
+    if on_cpu(runs):
+        from ablations.execute import calibration_gflops, pretrain_config, read_pretrained
+        from ablations.runner import plan
+
+        calibration = calibration_gflops(1)
+        trunks = {}
+        for run in plan(runs)[1]:
+            pre_cfg = pretrain_config(run["config"])
+            if pre_cfg is not None:
+                trunks[json.dumps(pre_cfg, sort_keys=True)] = pre_cfg
+        missing_trunks = [
+            f"{pre['backbone']} ({pre['pretrain']['steps']} steps)"
+            for pre in trunks.values()
+            if read_pretrained(args.cache, pre)[0] is None
+        ]
+    print(
+        describe(
+            spec.id,
+            args.scale,
+            runs,
+            tflops=args.tflops or ASSUMED_TFLOPS,
+            data_root=args.data_root,
+            results_dir=args.results,
+            jobs=args.jobs,
+            calibration=calibration,
+            missing_trunks=missing_trunks or [],
+        )
+    )
     return 0
 
 
