@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "segbench", help="cache (pretrained backbones)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the ablations and their result status")
+    sub.add_parser(
+        "refingerprint",
+        help="give results recorded with per-file code fingerprints, whose code is unchanged, per-definition ones",
+    )
     show = sub.add_parser("show", help="show one ablation: claim, variants, paper numbers, status")
     show.add_argument("id")
     show.add_argument("--scale", default="mini")
@@ -140,6 +144,37 @@ def _list(args) -> int:
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     return 2 if errors else 0
+
+
+def _refingerprint(args) -> int:
+    """Records whose code fingerprint is per file (before definitions were fingerprinted) and
+    whose files' code is unchanged get the per-definition fingerprint of their config computed
+    from that same code (:func:`ablations.execute.config_fingerprint`); nothing else in a record
+    changes. A record whose files changed is stale and stays as it is (re-run it)."""
+    from ablations.execute import config_fingerprint
+    from ablations.schema import stale_sources
+    from ablations.store import dumps, write_atomic
+
+    upgraded = stale = 0
+    for path in sorted(args.results.glob("*/*/*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            code = record["provenance"]["code"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"{path}: not a result record, left as it is ({type(e).__name__}: {e})", file=sys.stderr)
+            continue
+        if not code or any("::" in key for key in code):
+            continue
+        changed = stale_sources(code, ROOT)
+        if changed:
+            stale += 1
+            print(f"{path}: stale ({', '.join(changed)} changed since), left as it is", file=sys.stderr)
+            continue
+        record["provenance"]["code"] = config_fingerprint(record["config"])
+        write_atomic(path, dumps(record))
+        upgraded += 1
+    print(f"{upgraded} record(s) given per-definition fingerprints; {stale} stale, left as they are", file=sys.stderr)
+    return 0
 
 
 def _show(args, spec) -> int:
@@ -329,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+    if args.command == "refingerprint":
+        return _refingerprint(args)
     from ablations.cluster import ExecutorUnavailable
     from ablations.execute import MissingWeights
     from ablations.runner import NotWritable, RunnerBusy, plan, run_sweep, write_paper_models

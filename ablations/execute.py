@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ablations.codehash import BODY, Project
 from ablations.protocol import (  # noqa: F401  (re-exported for the runner and the tests)
     PRETRAIN_THREADS,
     ROOT,
@@ -34,7 +35,7 @@ from ablations.protocol import (  # noqa: F401  (re-exported for the runner and 
     resolve_root,
     run,
 )
-from ablations.schema import RECORD_VERSION, source_hash
+from ablations.schema import RECORD_VERSION
 from ablations.store import config_hash, dumps, write_atomic
 from ablations.validate import build_on_meta, dataset_facts
 from seg_core.backbones import weights_enum
@@ -52,79 +53,68 @@ from seg_core.registry import (
     TARGETS,
 )
 
-# A run's code is the transitive closure of in-project imports from the modules that built and
-# ran it. Name lookups and progress bars shape no number; package __init__ modules are included
-# (they may define code) but their imports, which only aggregate, are not followed.
-ROOT_MODULES = ("ablations.protocol",)
-NOT_RESULT_CODE = ("seg_core.registry", "seg_core.progress")
+# A run's code: the definitions its roots reach (:mod:`ablations.codehash`). The roots: the
+# protocol's ``run``, and every project object the config and the model name (the classes of the
+# model's modules, the builders, the dataset, losses, targets, inputs, post-processor, inference
+# and metrics) or that the caller adds (``extra``: evaluations, the pretraining procedure).
+PROTOCOL_ROOTS = (("ablations.protocol", "run"),)
 
 
-def code_fingerprint(model: torch.nn.Module, config: dict, extra_modules: tuple[str, ...] = ()) -> dict[str, str]:
-    """``{source file (relative): hash}`` of the code a run depends on: the core modules, the
-    modules of the model's classes, of its dataset, loss terms, post-processor and metrics."""
-    modules = set(ROOT_MODULES) | set(extra_modules) | {type(m).__module__ for m in model.modules()}
+def _root(obj: Any) -> tuple[str, str]:
+    """(module, top-level name) of a class or function; a lambda is in its module's other
+    statements (a registration call)."""
+    name = obj.__qualname__.split(".")[0]
+    return obj.__module__, BODY if name == "<lambda>" else name
+
+
+def code_fingerprint(
+    model: torch.nn.Module, config: dict, extra: tuple = (), *, protocol: bool = True
+) -> dict[str, str]:
+    """``{path::definition: hash}`` of the code that built ``model`` and used ``config``'s parts,
+    with the protocol's ``run`` (``protocol``) and the objects in ``extra``."""
+    objects = [*extra, *(type(m) for m in model.modules())]
     if "model" in config:  # the builders that assembled the model (their code shapes it too)
         if "name" in config["model"]:
-            modules.add(MODELS.get(config["model"]["name"]).__module__)
+            objects.append(MODELS.get(config["model"]["name"]))
         if config["model"].get("backbone") in BACKBONES:
-            modules.add(BACKBONES.get(config["model"]["backbone"]).__module__)
-    modules.add(DATASETS.get(config["data"]["name"]).__module__)
+            objects.append(BACKBONES.get(config["model"]["backbone"]))
+    objects.append(DATASETS.get(config["data"]["name"]))
     for term in config["train"].get("loss", {}).values():
         if term.get("type") in LOSSES:
-            modules.add(LOSSES.get(term["type"]).__module__)
+            objects.append(LOSSES.get(term["type"]))
         if term.get("target", "label") in TARGETS:  # an extra target's maker (e.g. boundary maps)
-            modules.add(TARGETS.get(term["target"]).__module__)
-    modules.update(INPUTS.get(name).__module__ for name in getattr(model, "extra_inputs", ()) if name in INPUTS)
+            objects.append(TARGETS.get(term["target"]))
+    objects.extend(INPUTS.get(name) for name in getattr(model, "extra_inputs", ()) if name in INPUTS)
     ev = config.get("eval", {})
     if ev.get("postprocess"):
-        modules.add(POSTPROCESSORS.get(ev["postprocess"]["type"]).__module__)
+        objects.append(POSTPROCESSORS.get(ev["postprocess"]["type"]))
     if ev.get("inference", {}).get("type") in INFERENCE:
-        modules.add(INFERENCE.get(ev["inference"]["type"]).__module__)
-    modules.update(METRIC_FAMILIES.get(name).__module__ for name in ev.get("metrics", []))
-    return _hash_modules(tuple(sorted(m for m in modules if _in_project(m))))
+        objects.append(INFERENCE.get(ev["inference"]["type"]))
+    objects.extend(METRIC_FAMILIES.get(name) for name in ev.get("metrics", []))
+    roots = {_root(obj) for obj in objects} | set(PROTOCOL_ROOTS if protocol else ())
+    return _project().fingerprint(sorted(roots))
 
 
-def _in_project(name: str) -> bool:
-    return name.split(".")[0] in ("seg_core", "ablations") and name not in NOT_RESULT_CODE
+def run_fingerprint(model: torch.nn.Module, config: dict, evaluations: tuple = ()) -> dict[str, str]:
+    """A run's code: the protocol, its model, data, losses and evaluations, and, for a run from
+    a trunk pretrained here, the code that pretrains that trunk (``pretrain_config``'s)."""
+    code = code_fingerprint(model, config, evaluations)
+    pre_cfg = pretrain_config(config)
+    return code if pre_cfg is None else dict(sorted({**code, **pre_cfg["code"]}.items()))
 
 
-def _imports(name: str) -> set[str]:
-    """In-project modules ``name`` imports (``from pkg import submodule`` counts the submodule)."""
-    import ast
-
-    tree = ast.parse(Path(sys.modules[name].__file__).read_text(encoding="utf-8"))
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # every project module is imported by now (seg_core fills its registries)
-            subs = {f"{node.module}.{alias.name}" for alias in node.names} & set(sys.modules)
-            found.update(subs)
-            if len(subs) < len(node.names):  # names defined in the module itself, not only submodules of it
-                found.add(node.module)
-    return {m for m in found if _in_project(m)}
+def config_fingerprint(config: dict) -> dict[str, str]:
+    """:func:`run_fingerprint` of a run config, its model built on the meta device (what a run
+    of this config records; no weights made)."""
+    classes, _ = dataset_facts(config["data"])
+    model = build_on_meta(config["model"], len(classes))
+    evaluations = tuple(EVALUATIONS.get(k) for k, v in config.get("eval", {}).items() if k in EVALUATIONS and v)
+    return run_fingerprint(model, config, evaluations)
 
 
-@lru_cache(maxsize=64)
-def _hash_modules(roots: tuple[str, ...]) -> dict[str, str]:
-    import importlib
-
-    seen: set[str] = set()
-    stack = [m for m in roots if _in_project(m)]
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        module = importlib.import_module(name)
-        if not Path(module.__file__).name == "__init__.py":  # an aggregating __init__ is not followed
-            stack.extend(_imports(name) - seen)
-    out = {}
-    for name in sorted(seen):
-        file = Path(sys.modules[name].__file__).resolve()
-        out[file.relative_to(ROOT).as_posix()] = source_hash(file)
-    return out
+@lru_cache(maxsize=1)
+def _project() -> Project:
+    return Project(ROOT)
 
 
 @lru_cache(maxsize=4)
@@ -244,7 +234,8 @@ def pretrain_config(config: dict) -> dict | None:
     pre["code"] = code_fingerprint(
         net,
         {"data": data, "train": {}, "model": {"backbone": model["backbone"]}},
-        extra_modules=(pretraining_network.__module__,),
+        extra=(pretraining_network, pretrain_backbone),
+        protocol=False,
     )
     return pre
 
@@ -399,7 +390,7 @@ def execute_run(
         if pre_meta is None
         else {"hash": pre_meta["hash"], "steps": pre_meta["steps"], "final_loss": pre_meta["final_loss"]},
         "provenance": {
-            **provenance(code_fingerprint(model, config, tuple(EVALUATIONS.get(n).__module__ for n in post))),
+            **provenance(run_fingerprint(model, config, tuple(EVALUATIONS.get(n) for n in post))),
             **({"weights": {"name": found[0], "url": found[1], "sha256": _sha256(found[2])}} if found else {}),
             **({"data_root": data_root} if data_root is not None else {}),
             **({"world_size": shard.world} if shard is not None else {}),

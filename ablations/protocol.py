@@ -3,8 +3,9 @@
 Data (the splits, the held-out tail of the training stream), seeding and thread counts, the
 mini scale's pretraining procedure, building the model, training and evaluating. No files are
 read or written here (the pretraining cache, records and provenance are
-:mod:`ablations.execute`'s), so that this module, with ``seg_core``, is exactly the code a
-result's fingerprint covers: a change elsewhere in the driver never marks results stale.
+:mod:`ablations.execute`'s), so that this module, with ``seg_core``, holds all the code a
+result's fingerprint can cover (the definitions a run reaches, :mod:`ablations.codehash`): a
+change elsewhere in the driver never marks results stale.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ checked by the driver (:mod:`ablations.validate`), which builds them through ``s
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import json
 import math
@@ -42,6 +43,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ablations.codehash import Project, node_hash, strip_docstrings
 
 SPEC_VERSION = 2
 RECORD_VERSION = 2
@@ -983,30 +986,29 @@ def _check_metric_value(file: str | Path, where: str, key: str, value: Any) -> N
 # -------------------------------------------------------------------------- code fingerprints
 def source_hash(path: Path) -> str:
     """sha256 (16 hex) of a Python file's code: its AST without docstrings, so comments,
-    docstrings and formatting do not count; the code does."""
-    import ast
-    import hashlib
+    docstrings and formatting do not count; the code does (fingerprints recorded per file)."""
+    return _source_hash(Path(path).resolve(), Path(path).stat().st_mtime_ns)
 
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(body, list)
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(getattr(body[0], "value", None), ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or [ast.Pass()]
-    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:16]
+
+@functools.lru_cache(maxsize=256)
+def _source_hash(path: Path, mtime_ns: int) -> str:
+    import ast
+
+    del mtime_ns  # part of the cache key only: an edited file is hashed again
+    return node_hash(strip_docstrings(ast.parse(path.read_text(encoding="utf-8"))))
 
 
 def stale_sources(fingerprint: Mapping[str, str], root: Path) -> list[str]:
-    """The files of a result's code fingerprint (``{relative path: hash}``) whose code changed
-    since (or that no longer exist)."""
-    changed = []
+    """The entries of a result's code fingerprint whose code changed since: definitions
+    (``path::name``, :mod:`ablations.codehash`) whose code exists nowhere in the project now, and,
+    in fingerprints recorded before definitions were (``{relative path: hash}``, a whole file
+    each), files whose code changed or that no longer exist."""
+    by_definition = {k: v for k, v in fingerprint.items() if "::" in k}
+    changed = Project(root).changed(by_definition) if by_definition else []
     for rel, digest in sorted(fingerprint.items()):
+        if "::" in rel:
+            continue
         path = root / rel
         if not path.is_file() or source_hash(path) != digest:
             changed.append(rel)
-    return changed
+    return sorted(changed)

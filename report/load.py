@@ -4,7 +4,8 @@ For a spec at a scale (or an override tag), the runs the page may use are those 
 resolved from the spec as it is now, hashes to the record's file name. Every other file in the
 directory (an older learning rate, a hand-made copy) is listed as *stale* and never averaged
 in. Failed runs (diverged) are shown as such; runs without a record as missing. A record whose
-code fingerprint differs from the current code is flagged, file by file.
+code fingerprint names code that no longer exists is flagged, definition by definition
+(:mod:`ablations.codehash`; older records: file by file).
 
 A result file that cannot be read as a result stops the report (nothing is written) with the
 file and what to do about it.

@@ -74,14 +74,16 @@ def test_result_record_contract(tiny):
         assert key in r["provenance"]
     code = r["provenance"]["code"]
     assert {
-        "seg_core/engine.py",
-        "seg_core/models/gcn.py",
-        "seg_core/data/synthetic.py",
-        "ablations/protocol.py",
+        "seg_core/engine.py::train",
+        "seg_core/models/gcn.py::GlobalConvolution",  # k=5's head
+        "seg_core/models/gcn.py::PointwiseClassifier",  # the pretraining network's head
+        "seg_core/data/synthetic.py::SyntheticShapes",
+        "ablations/protocol.py::run",
+        "ablations/protocol.py::pretrain_backbone",
     } <= set(code)
-    assert not {"seg_core/models/icnet.py", "ablations/execute.py", "seg_core/registry.py"} & set(
-        code
-    )  # only what shapes the numbers
+    files = {key.split("::")[0] for key in code}
+    assert not {"seg_core/models/icnet.py", "ablations/execute.py", "seg_core/registry.py"} & files
+    assert "seg_core/models/gcn.py::LargeKernelConv" not in code  # only what shapes the numbers
 
 
 def test_second_runner_on_the_same_directory_is_refused(tmp_path):
