@@ -180,7 +180,7 @@ def provenance(table: Table) -> list[str]:
         + ".",
         f"- Data: `{json.dumps(cfg['data'], sort_keys=True)}`.",
         f"- Training: `{json.dumps(cfg['train'], sort_keys=True)}`.",
-        f"- Code: commit {', '.join(commits)}; each record lists the source files it depends on and their hashes "
+        f"- Code: commit {', '.join(commits)}; each record lists the code it depends on, a hash per definition "
         f"(`provenance.code`). Raw results: `{table.directory}` (one JSON per run).",
         "",
     ]
