@@ -2,6 +2,8 @@
 closed form at the mini width, v2 Table 1's parameter counts at the paper's configuration, the
 rate rule for other map sizes, and the atrous VGG-16 at every output stride."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
@@ -141,3 +143,25 @@ def test_dropout_keeps_the_papers_noise_per_unit_at_another_width():
     assert len(drops) == 2 and all(type(m) is nn.Dropout and m.p == pytest.approx(1 / 129) for m in drops)
     assert model.describe()["paper_dropout"] == 0.5
     assert model.describe()["dropout"] == pytest.approx(1 / 129, abs=1e-6)
+
+
+def test_every_paper_scale_deeplab_v1_v2_table_builds_its_trunk_at_output_stride_8():
+    """DeepLab v1/v2 run their heads at output stride 8 (v2 Sec. 3.1). The builder takes the trunk
+    as configured (the mini scale's trunk is at 4: its rates follow the map's side, 16 cells, not
+    the stride), so every paper-scale spec sets 8, and this test checks each one's built trunk."""
+    from ablations.schema import load_specs
+    from ablations.sweep import expand
+    from ablations.validate import build_on_meta
+
+    specs, errors = load_specs(Path(__file__).resolve().parent.parent / "ablations" / "specs")
+    assert not errors
+    checked = 0
+    for spec in specs:
+        if spec.kind != "ablation" or "paper" not in spec.scales:
+            continue
+        for run in expand(spec, "paper", results_dir=Path("/nonexistent")):
+            model = run["config"]["model"]
+            if model["name"] == "deeplab_v2":
+                assert build_on_meta(model, 21).backbone.output_stride == 8, (spec.id, run["variant"])
+                checked += 1
+    assert checked >= 9  # deeplab-fov, deeplab-aspp and deeplab-crf's variants

@@ -16,9 +16,10 @@ A DeepLab v1/v2 head sits on the trunk's top map (output stride 8):
 res5 at rate 4: build it as ``backbone = "cascaded_resnet"`` with ``depth = 101`` and
 ``output_stride = 8``, which does (tests/test_deeplab.py); torchvision's ``resnet101`` at output
 stride 8 runs the first unit of each dilated stage at the previous rate, which is not DeepLab's
-network. This builder does not yet refuse a trunk at another output stride (a known gap: adding the
-check changes this module, whose code every DeepLab and Gated-SCNN result records, so it lands with
-their next re-run).
+network. The builder takes the trunk as configured: the paper scale sets output stride 8 (every
+paper-scale spec of this family is checked by tests/test_deeplab.py), and the mini scale runs
+its heads on a 16-cell map at output stride 4 on purpose, the rates following the map's side
+(below), not the stride.
 
 **Rates and widths at another scale, one rule.** A rate means nothing without the map it runs
 on: the paper's rates are chosen for fc6 at 1/8 of 321 px crops (a 41-cell map). A model built
