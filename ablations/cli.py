@@ -47,9 +47,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "segbench", help="cache (pretrained backbones)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the ablations and their result status")
+    pretrainer = sub.add_parser(
+        "pretrain",
+        help="commit the trunk(s) a spec's runs use to results/trunks/, or re-make a committed one and compare",
+    )
+    pretrainer.add_argument("id")
+    pretrainer.add_argument("--scale", default="mini", help="scale block of the spec (default: mini)")
+    pretrainer.add_argument(
+        "--replace", action="store_true", help="write the re-made trunk over a committed one that differs"
+    )
     sub.add_parser(
         "refingerprint",
-        help="give results recorded with per-file code fingerprints, whose code is unchanged, per-definition ones",
+        help="bring current records to the present format (per-definition fingerprints, committed trunks); no number changes",
     )
     show = sub.add_parser("show", help="show one ablation: claim, variants, paper numbers, status")
     show.add_argument("id")
@@ -146,16 +155,47 @@ def _list(args) -> int:
     return 2 if errors else 0
 
 
+def _pretrain(args, spec) -> int:
+    """The trunks of a spec's runs: one not committed is committed (the exact weights of a cache
+    entry made from the same recipe where there is one, else pretrained now); a committed one is
+    re-made and compared, and overwritten only with ``--replace``."""
+    from ablations.execute import pretrain_config, remake_trunk
+    from ablations.sweep import expand
+    from ablations.trunks import trunk_name
+
+    runs = expand(spec, args.scale, results_dir=args.results)
+    recipes = {}
+    for run in runs:
+        pre_cfg = pretrain_config(run["config"])
+        if pre_cfg is not None:
+            recipes.setdefault(trunk_name(pre_cfg), pre_cfg)
+    if not recipes:
+        print(f"{spec.id}: its runs at scale {args.scale} pretrain no trunk", file=sys.stderr)
+        return 0
+    differs = 0
+    for name, pre_cfg in sorted(recipes.items()):
+        line, same = remake_trunk(
+            pre_cfg, args.cache, replace=args.replace, command=f"python -m ablations pretrain {spec.id}"
+        )
+        print(f"{name}: {line}", file=sys.stderr)
+        differs += not same
+    return 1 if differs and not args.replace else 0
+
+
 def _refingerprint(args) -> int:
-    """Records whose code fingerprint is per file (before definitions were fingerprinted) and
-    whose files' code is unchanged get the per-definition fingerprint of their config computed
-    from that same code (:func:`ablations.execute.config_fingerprint`); nothing else in a record
-    changes. A record whose files changed is stale and stays as it is (re-run it)."""
-    from ablations.execute import config_fingerprint
+    """Bring current records to the present format, changing no number: a record whose code
+    fingerprint is per file (before definitions were fingerprinted) and whose files' code is
+    unchanged gets the per-definition fingerprint of its config, computed from that same code
+    (:func:`ablations.execute.config_fingerprint`); a record made from a cached trunk that has
+    since been committed, the very weights (its cache key is among the trunk's
+    ``legacy_hashes``), names the committed trunk and its digest, and its fingerprint then leaves
+    the pretraining code out. A stale record stays as it is (re-run it)."""
+    from ablations.execute import config_fingerprint, pretrain_config
     from ablations.schema import stale_sources
     from ablations.store import dumps, write_atomic
+    from ablations.trunks import read_meta, trunk_name
 
-    upgraded = stale = 0
+    upgraded = linked = stale = 0
     for path in sorted(args.results.glob("*/*/*.json")):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
@@ -163,17 +203,38 @@ def _refingerprint(args) -> int:
         except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"{path}: not a result record, left as it is ({type(e).__name__}: {e})", file=sys.stderr)
             continue
-        if not code or any("::" in key for key in code):
+        per_file = bool(code) and not any("::" in key for key in code)
+        pretrained = record.get("pretrained_backbone") or {}
+        pre_cfg = pretrain_config(record["config"]) if "hash" in pretrained and "trunk" not in pretrained else None
+        trunk = read_meta(trunk_name(pre_cfg)) if pre_cfg is not None else None
+        link = (
+            trunk is not None
+            and pretrained["hash"] in trunk.get("legacy_hashes", [])
+            and pretrained.get("sha256", trunk["sha256"]) == trunk["sha256"]
+        )
+        if not (per_file or link):
             continue
         changed = stale_sources(code, ROOT)
         if changed:
             stale += 1
             print(f"{path}: stale ({', '.join(changed)} changed since), left as it is", file=sys.stderr)
             continue
+        if link:
+            entry = {"trunk": trunk["trunk"], "sha256": trunk["sha256"], "hash": trunk["recipe_hash"]}
+            record["pretrained_backbone"] = {
+                **entry,
+                "steps": pretrained["steps"],
+                "final_loss": pretrained["final_loss"],
+            }
         record["provenance"]["code"] = config_fingerprint(record["config"])
         write_atomic(path, dumps(record))
-        upgraded += 1
-    print(f"{upgraded} record(s) given per-definition fingerprints; {stale} stale, left as they are", file=sys.stderr)
+        upgraded += per_file
+        linked += link
+    print(
+        f"{upgraded} record(s) given per-definition fingerprints, {linked} linked to their committed trunk; "
+        f"{stale} stale, left as they are",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -263,6 +324,7 @@ def _plan(args, spec) -> int:
     if on_cpu(runs):
         from ablations.execute import calibration_gflops, pretrain_config, read_pretrained
         from ablations.runner import plan
+        from ablations.trunks import trunk_paths
 
         calibration = calibration_gflops(1)
         trunks = {}
@@ -273,7 +335,7 @@ def _plan(args, spec) -> int:
         missing_trunks = [
             f"{pre['backbone']} ({pre['pretrain']['steps']} steps)"
             for pre in trunks.values()
-            if read_pretrained(args.cache, pre)[0] is None
+            if read_pretrained(args.cache, pre)[0] is None and not trunk_paths(pre)[1].is_file()
         ]
     print(
         describe(
@@ -369,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     from ablations.cluster import ExecutorUnavailable
     from ablations.execute import MissingWeights
     from ablations.runner import NotWritable, RunnerBusy, plan, run_sweep, write_paper_models
+    from ablations.trunks import TrunkError
     from seg_core.data.checks import DataError
 
     try:
@@ -379,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SpecError(spec.file, "kind", "a timing spec is measured by its benchmarks: nox -s benchmarks")
         if args.command == "plan":
             return _plan(args, spec)
+        if args.command == "pretrain":
+            return _pretrain(args, spec)
         if args.executor != "local":
             return _submit(args, spec)
         if args.jobs is not None and args.jobs < 1:
@@ -459,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
         return 0
-    except (SpecError, RunnerBusy, NotWritable, DataError, MissingWeights, ExecutorUnavailable) as e:
+    except (SpecError, RunnerBusy, NotWritable, DataError, MissingWeights, ExecutorUnavailable, TrunkError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:

@@ -37,6 +37,7 @@ from ablations.protocol import (  # noqa: F401  (re-exported for the runner and 
 )
 from ablations.schema import RECORD_VERSION
 from ablations.store import config_hash, dumps, write_atomic
+from ablations.trunks import load_committed, recipe, trunk_paths, weights_sha256, write_trunk
 from ablations.validate import build_on_meta, dataset_facts
 from seg_core.backbones import weights_enum
 from seg_core.models.pretraining import pretraining_network
@@ -97,10 +98,13 @@ def code_fingerprint(
 
 def run_fingerprint(model: torch.nn.Module, config: dict, evaluations: tuple = ()) -> dict[str, str]:
     """A run's code: the protocol, its model, data, losses and evaluations, and, for a run from
-    a trunk pretrained here, the code that pretrains that trunk (``pretrain_config``'s)."""
+    a trunk pretrained here and not committed, the code that pretrains it (``pretrain_config``'s;
+    a committed trunk is identified by its weights' digest instead, :mod:`ablations.trunks`)."""
     code = code_fingerprint(model, config, evaluations)
     pre_cfg = pretrain_config(config)
-    return code if pre_cfg is None else dict(sorted({**code, **pre_cfg["code"]}.items()))
+    if pre_cfg is None or trunk_paths(pre_cfg)[1].is_file():  # a committed trunk: its digest, not its code
+        return code
+    return dict(sorted({**code, **pre_cfg["code"]}.items()))
 
 
 def config_fingerprint(config: dict) -> dict[str, str]:
@@ -284,6 +288,7 @@ def ensure_pretrained(cache_dir: Path, pre_cfg: dict, log=lambda m: print(m, fil
         "train_s": stats["train_s"],
         "final_loss": stats["final_loss"],
         "steps": stats["steps"],
+        "loss_curve": stats.get("loss_curve", []),
     }
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_suffix(f".pt.{os.getpid()}.tmp")
@@ -291,6 +296,86 @@ def ensure_pretrained(cache_dir: Path, pre_cfg: dict, log=lambda m: print(m, fil
     os.replace(tmp, weights)
     write_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
+
+
+def trunk_state(cache_dir: Path, pre_cfg: dict, log=lambda m: print(m, file=sys.stderr)) -> tuple[dict, dict]:
+    """(state dict, the record's ``pretrained_backbone``) of a run's trunk: the committed one
+    (:mod:`ablations.trunks`, digest checked) where there is one, else the cache's (pretrained
+    once). The entry names the weights' digest either way, and the committed trunk by name."""
+    committed = load_committed(pre_cfg)
+    if committed is not None:
+        state, meta = committed
+        entry = {"trunk": meta["trunk"], "sha256": meta["sha256"], "hash": meta["recipe_hash"]}
+        return state, {**entry, "steps": meta["steps"], "final_loss": meta["final_loss"]}
+    meta = ensure_pretrained(cache_dir, pre_cfg, log)
+    weights, _ = pretrain_paths(cache_dir, pre_cfg)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    entry = {"hash": meta["hash"], "sha256": weights_sha256(state), "steps": meta["steps"]}
+    return state, {**entry, "final_loss": meta["final_loss"]}
+
+
+def _cached_same_recipe(cache_dir: Path, pre_cfg: dict) -> tuple[dict, dict] | None:
+    """(state dict, cache metadata) of a cache entry pretrained from ``pre_cfg``'s recipe, under
+    this code's key or an older one (the code fingerprint's format aside, the same recipe)."""
+    current, _ = pretrain_paths(cache_dir, pre_cfg)
+    candidates = sorted((cache_dir / "pretrained").glob("*.json"), key=lambda p: p.stem != current.stem)
+    for meta_path in candidates:
+        try:
+            meta = json.loads(meta_path.read_text())
+            if recipe(meta["config"]) != recipe(pre_cfg):
+                continue
+            state = torch.load(meta_path.with_suffix(".pt"), map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001  (an unreadable entry is not this trunk)
+            continue
+        return state, meta
+    return None
+
+
+def remake_trunk(pre_cfg: dict, cache_dir: Path, *, replace: bool, command: str) -> tuple[str, bool]:
+    """``python -m ablations pretrain``'s work for one trunk; returns (what happened, whether the
+    committed trunk is the one this code makes). Not committed yet: commit the exact weights of
+    a cache entry of the same recipe (its key kept as a legacy hash, so that the records made
+    from it can be linked to it), else pretrain now. Committed: pretrain again and compare;
+    overwrite only with ``replace``."""
+    import platform as _platform
+
+    machine = {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": _platform.machine(),
+        "threads": PRETRAIN_THREADS,
+        "calibration_gflops": calibration_gflops(PRETRAIN_THREADS),
+    }
+    extra = {"command": command, "machine": machine}
+    committed = load_committed(pre_cfg)
+    if committed is None:
+        found = _cached_same_recipe(Path(cache_dir), pre_cfg)
+        if found is not None:
+            state, cached = found
+            stats = {k: cached.get(k) for k in ("final_loss", "steps", "train_s", "loss_curve")}
+            meta = write_trunk(pre_cfg, state, stats, {**extra, "legacy_hashes": [cached["hash"]]})
+            source = f"the weights of cache entry {cached['hash'][:12]}"
+        else:
+            state, stats = pretrain_backbone(pre_cfg)
+            meta = write_trunk(pre_cfg, state, stats, {**extra, "legacy_hashes": []})
+            source = f"pretrained now in {stats['train_s']:.0f} s"
+        return f"committed ({source}; weights {meta['sha256'][:12]}, final loss {meta['final_loss']})", True
+    old_state, old = committed
+    state, stats = pretrain_backbone(pre_cfg)
+    digest = weights_sha256(state)
+    if digest == old["sha256"]:
+        return f"re-made bitwise identical (weights {digest[:12]}, final loss {stats['final_loss']})", True
+    diff = max(
+        (state[k].double() - old_state[k].double()).abs().max().item() for k in state if state[k].is_floating_point()
+    )
+    line = (
+        f"re-made, differs from the committed trunk: max |w| difference {diff:.3g}, final loss "
+        f"{stats['final_loss']} against {old['final_loss']}"
+    )
+    if not replace:
+        return line + "; the committed trunk is kept (--replace writes this one)", False
+    write_trunk(pre_cfg, state, stats, {**extra, "legacy_hashes": []})
+    return line + "; replaced: the results made from the old trunk are now stale", False
 
 
 # ---------------------------------------------------------------------------------- a run
@@ -349,13 +434,11 @@ def execute_run(
     config = run_["config"]
     executed = config if data_root is None else {**config, "data": {**config["data"], "root": data_root}}
     pre_cfg = pretrain_config(config)
-    state = pre_meta = None
+    state = trunk = None
     backbone_id = checkpoint = None
     if pre_cfg is not None:
-        pre_meta = ensure_pretrained(Path(cache_dir), pre_cfg)
-        weights, _ = pretrain_paths(Path(cache_dir), pre_cfg)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        backbone_id = pre_meta["hash"]
+        state, trunk = trunk_state(Path(cache_dir), pre_cfg)
+        backbone_id = trunk["sha256"]
     elif trunk_checkpoint(config) is not None:
         path = trunk_checkpoint(config)
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -386,9 +469,7 @@ def execute_run(
         **({"trial": run_["trial"]} if run_.get("trial") else {}),
         **numbers,
         "model_info": model.describe() if hasattr(model, "describe") else {},
-        "pretrained_backbone": checkpoint
-        if pre_meta is None
-        else {"hash": pre_meta["hash"], "steps": pre_meta["steps"], "final_loss": pre_meta["final_loss"]},
+        "pretrained_backbone": checkpoint if trunk is None else trunk,
         "provenance": {
             **provenance(run_fingerprint(model, config, tuple(EVALUATIONS.get(n) for n in post))),
             **({"weights": {"name": found[0], "url": found[1], "sha256": _sha256(found[2])}} if found else {}),

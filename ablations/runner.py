@@ -41,8 +41,9 @@ from ablations.execute import (
     trunk_checkpoint,
 )
 from ablations.protocol import ROOT, dataset_kwargs
-from ablations.schema import RECORD_VERSION, Spec, stale_sources
+from ablations.schema import RECORD_VERSION, Spec
 from ablations.store import dumps, find_computed, leftover_temp_files, read_result, stale_siblings, write_atomic
+from ablations.trunks import load_committed, stale_parts
 from ablations.validate import dataset_facts
 from seg_core.distributed import Shard
 from seg_core.engine import TrainingDiverged
@@ -177,8 +178,15 @@ def prepare(
             pending = _reuse(pending, result, log)
         log(f"{len(runs)} runs: {len(done)} done, {result.reused} reused from other specs, {len(pending)} to run")
         for pre_cfg in _unique(pretrain_config(r["config"]) for r in pending):
+            committed = load_committed(pre_cfg)  # its digest checked here, before any run
+            if committed is not None:
+                log(f"trunk {committed[1]['trunk']} (committed, weights {committed[1]['sha256'][:12]})")
+                continue
             meta = ensure_pretrained(cache_dir, pre_cfg, log)
-            log(f"pretrained backbone {meta['hash'][:12]} ready ({meta['steps']} steps)")
+            log(
+                f"pretrained backbone {meta['hash'][:12]} ready ({meta['steps']} steps; not committed: "
+                "python -m ablations pretrain <spec> commits it to results/trunks/)"
+            )
         yield result, pending
 
 
@@ -383,7 +391,7 @@ def _reuse(pending: list[dict], result: SweepResult, log) -> list[dict]:
     results_dir = Path(pending[0]["path"]).parents[2]
     for run in pending:
         found = find_computed(results_dir, run["config_hash"], Path(run["path"]))
-        if found is None or stale_sources(found[1]["provenance"].get("code", {}), ROOT):
+        if found is None or stale_parts(found[1], ROOT):
             left.append(run)
             continue
         source, record = found

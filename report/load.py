@@ -30,9 +30,9 @@ from ablations.schema import (
     run_config,
     run_filename,
     run_slug,
-    stale_sources,
     study_trials,
 )
+from ablations.trunks import stale_parts
 
 SPLITS = {"val": "metrics", "holdout": "holdout_metrics"}
 
@@ -108,7 +108,7 @@ def load_table(spec: Spec, results_dir: Path, tag: str, split: str = "val", root
                 )
                 continue
             if root is not None:
-                changed = stale_sources(record["provenance"].get("code", {}), root)
+                changed = stale_parts(record, root)
                 if changed:
                     table.changed_code[name] = changed
             metrics = record.get(SPLITS[split])

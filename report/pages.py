@@ -168,7 +168,10 @@ def provenance(table: Table) -> list[str]:
         + f"; total run time {wall:.0f} s{speed}, {prov['threads']} thread(s) per run, {prov['device']}, torch {prov['torch']}.",
         f"- Model: `{json.dumps(cfg['model'], sort_keys=True)}` (the first variant)"
         + (
-            f"; backbone pretrained once ({pre['steps']} steps, cached as {pre['hash'][:12]})"
+            f"; backbone pretrained once ({pre['steps']} steps): committed trunk `results/trunks/{pre['trunk']}.pt` "
+            f"(weights sha256 {pre['sha256'][:12]})"
+            if pre and pre.get("trunk")
+            else f"; backbone pretrained once ({pre['steps']} steps, cached as {pre['hash'][:12]}, not committed)"
             if pre and "steps" in pre
             else ""
         )

@@ -185,6 +185,9 @@ def test_a_runs_recorded_fingerprint_is_its_configs_and_refingerprint_upgrades_o
     stale.write_text(json.dumps(dict(old, provenance=dict(old["provenance"], code={files[0]: "0" * 16}))))
     assert main(["--results", str(tiny["results"]), "refingerprint"]) == 0
     err = capsys.readouterr().err
-    assert "1 record(s) given per-definition fingerprints; 1 stale" in err and f"{stale}: stale ({files[0]}" in err
+    assert (
+        "1 record(s) given per-definition fingerprints, 0 linked to their committed trunk; 1 stale" in err
+        and f"{stale}: stale ({files[0]}" in err
+    )
     assert json.loads(path.read_text()) == record
     assert json.loads(stale.read_text())["provenance"]["code"] == {files[0]: "0" * 16}

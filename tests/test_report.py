@@ -105,8 +105,8 @@ def test_blocked_spec_says_why_in_the_index_the_page_and_list(tiny, capsys):
 def test_report_reads_files_only():
     code = (
         "import sys, report.generate; loaded = {m for m in sys.modules if m.split('.')[0] in ('torch', 'seg_core', 'ablations')}; "
-        "assert loaded <= {'ablations', 'ablations.schema', 'ablations.codehash'}, sorted(loaded)"
-    )  # the stdlib schema and code hashes, nothing that trains
+        "assert loaded <= {'ablations', 'ablations.schema', 'ablations.codehash', 'ablations.trunks'}, sorted(loaded)"
+    )  # the stdlib schema, code hashes and trunk metadata, nothing that trains
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
