@@ -175,7 +175,11 @@ def _pretrain(args, spec) -> int:
     differs = 0
     for name, pre_cfg in sorted(recipes.items()):
         line, same = remake_trunk(
-            pre_cfg, args.cache, replace=args.replace, command=f"python -m ablations pretrain {spec.id}"
+            pre_cfg,
+            args.cache,
+            replace=args.replace,
+            command=f"python -m ablations pretrain {spec.id}",
+            results_dir=args.results,
         )
         print(f"{name}: {line}", file=sys.stderr)
         differs += not same

@@ -331,12 +331,56 @@ def _cached_same_recipe(cache_dir: Path, pre_cfg: dict) -> tuple[dict, dict] | N
     return None
 
 
-def remake_trunk(pre_cfg: dict, cache_dir: Path, *, replace: bool, command: str) -> tuple[str, bool]:
+def _same_as_legacy(state: dict, stats: dict, pre_cfg: dict, results_dir: Path, known: list[str]):
+    """Whether the records made from an uncommitted trunk of this recipe (cache keys other than
+    ``known``) were made from these very weights: yields (the key, or None, and what was found).
+    The check: the same final pretraining loss, then the record with the shortest run re-run from
+    these weights, every metric the protocol makes equal to the record's bit for bit (the
+    evaluations run after it, e.g. crops, are not repeated)."""
+    groups: dict[str, list[dict]] = {}
+    for path in sorted(results_dir.glob("*/*/*.json")):
+        try:
+            record = json.loads(path.read_text())
+            pre = record.get("pretrained_backbone") or {}
+            if record.get("status") != "ok" or "trunk" in pre or pre.get("hash") in known or "steps" not in pre:
+                continue
+            other = pretrain_config(record["config"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if other is not None and recipe(other) == recipe(pre_cfg):
+            groups.setdefault(pre["hash"], []).append(record)
+    for key, records in sorted(groups.items()):
+        if records[0]["pretrained_backbone"]["final_loss"] != stats["final_loss"]:
+            loss = records[0]["pretrained_backbone"]["final_loss"]
+            yield None, f"not the trunk of {len(records)} record(s) cached as {key[:12]} (final loss {loss})"
+            continue
+        record = min(records, key=lambda r: r["timing"]["wall_s"])
+        digest = weights_sha256(state)  # as a run identifies them (its frozen features are cached by it)
+        _, numbers = run(record["config"], desc="same weights?", backbone_state=state, backbone_id=digest)
+        metrics = numbers["metrics"]  # compared as a record stores them (NaN for a class with no pixels)
+        same = "miou" in metrics and all(
+            json.dumps(record["metrics"].get(k)) == json.dumps(v) for k, v in metrics.items()
+        )
+        found = "every metric bitwise equal" if same else "its metrics differ"
+        yield (
+            (key if same else None),
+            (
+                f"{'the' if same else 'not the'} trunk of {len(records)} record(s) cached as {key[:12]} "
+                f"(same final loss; {record['ablation']} {record['variant']} seed {record['seed']} re-run: {found})"
+            ),
+        )
+
+
+def remake_trunk(
+    pre_cfg: dict, cache_dir: Path, *, replace: bool, command: str, results_dir: Path | None = None
+) -> tuple[str, bool]:
     """``python -m ablations pretrain``'s work for one trunk; returns (what happened, whether the
     committed trunk is the one this code makes). Not committed yet: commit the exact weights of
     a cache entry of the same recipe (its key kept as a legacy hash, so that the records made
     from it can be linked to it), else pretrain now. Committed: pretrain again and compare;
-    overwrite only with ``replace``."""
+    overwrite only with ``replace``. With ``results_dir``, records made from an older cache entry
+    of the same recipe are checked against the new weights (:func:`_same_as_legacy`) and, where
+    they are the same, their key joins the trunk's legacy hashes (``refingerprint`` links them)."""
     import platform as _platform
 
     machine = {
@@ -353,13 +397,21 @@ def remake_trunk(pre_cfg: dict, cache_dir: Path, *, replace: bool, command: str)
         if found is not None:
             state, cached = found
             stats = {k: cached.get(k) for k in ("final_loss", "steps", "train_s", "loss_curve")}
-            meta = write_trunk(pre_cfg, state, stats, {**extra, "legacy_hashes": [cached["hash"]]})
+            legacy = [cached["hash"]]
             source = f"the weights of cache entry {cached['hash'][:12]}"
         else:
             state, stats = pretrain_backbone(pre_cfg)
-            meta = write_trunk(pre_cfg, state, stats, {**extra, "legacy_hashes": []})
+            legacy = []
             source = f"pretrained now in {stats['train_s']:.0f} s"
-        return f"committed ({source}; weights {meta['sha256'][:12]}, final loss {meta['final_loss']})", True
+        checks = []
+        if results_dir is not None:
+            for key, verdict in _same_as_legacy(state, stats, pre_cfg, Path(results_dir), legacy):
+                checks.append(verdict)
+                if key is not None:
+                    legacy.append(key)
+        meta = write_trunk(pre_cfg, state, stats, {**extra, "legacy_hashes": legacy})
+        line = f"committed ({source}; weights {meta['sha256'][:12]}, final loss {meta['final_loss']})"
+        return line + "".join(f"; {c}" for c in checks), True
     old_state, old = committed
     state, stats = pretrain_backbone(pre_cfg)
     digest = weights_sha256(state)

@@ -118,3 +118,35 @@ def test_a_damaged_committed_trunk_is_a_clear_error(tiny, tmp_path, monkeypatch,
     assert main(cli_args(tiny, "run", "tiny", "--jobs", "1", "--seeds", "0", "--variant", "k=3")) == 2
     err = capsys.readouterr().err
     assert str(meta_path.with_suffix(".pt" if damage == "truncate" else ".json")) in err
+
+
+def test_records_of_an_uncached_trunk_are_linked_only_after_a_bitwise_rerun(tiny, tmp_path, monkeypatch, capsys):
+    """Records made from a cache entry that is gone: the trunk pretrained again is tied to them
+    only when one of them, re-run from it, gives every metric bit for bit."""
+    import shutil
+
+    monkeypatch.setattr(trunks, "TRUNKS", tmp_path / "trunks")
+    assert main(cli_args(tiny, "run", "tiny", "--jobs", "1", "--seeds", "0")) == 0
+    shutil.rmtree(tiny["cache"])
+    capsys.readouterr()
+    assert main(cli_args(tiny, "pretrain", "tiny")) == 0
+    err = capsys.readouterr().err
+    assert "pretrained now" in err and "the trunk of 3 record(s) cached as" in err and "every metric bitwise equal" in err
+    assert main(["--results", str(tiny["results"]), "refingerprint"]) == 0
+    assert "3 linked to their committed trunk" in capsys.readouterr().err
+
+    # a record whose numbers were not made from these weights is not linked
+    trunk = next((tmp_path / "trunks").glob("*.json"))
+    trunk.unlink()
+    trunk.with_suffix(".pt").unlink()
+    (path,) = (tiny["results"] / "tiny" / "mini").glob("k-3--*.json")
+    record = json.loads(path.read_text())
+    record["pretrained_backbone"] = {k: v for k, v in record["pretrained_backbone"].items() if k != "trunk"}
+    record["metrics"]["miou"] = record["metrics"]["miou"] / 2
+    for other in (tiny["results"] / "tiny" / "mini").glob("*.json"):
+        other.unlink()
+    path.write_text(json.dumps(record))
+    assert main(cli_args(tiny, "pretrain", "tiny")) == 0
+    err = capsys.readouterr().err
+    assert "not the trunk of 1 record(s)" in err and "its metrics differ" in err
+    assert json.loads(next((tmp_path / "trunks").glob("*.json")).read_text())["legacy_hashes"] == []
