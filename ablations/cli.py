@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     planner.add_argument("--data-root", help="the dataset's root, instead of the spec's data.root")
     planner.add_argument("--tflops", type=float, help="assumed sustained TFLOP/s per GPU (default: 50)")
     planner.add_argument("--jobs", type=int, help="parallel runs the CPU estimate assumes (default: as `run` would)")
+    planner.add_argument("--cold", action="store_true", help="estimate every run, as from an empty results folder")
     run = sub.add_parser("run", help="run (resume) one ablation's sweep")
     run.add_argument("id")
     run.add_argument("--scale", default="mini", help="scale block of the spec (default: mini)")
@@ -332,7 +333,7 @@ def _plan(args, spec) -> int:
 
         calibration = calibration_gflops(1)
         trunks = {}
-        for run in plan(runs)[1]:
+        for run in runs if args.cold else plan(runs)[1]:
             pre_cfg = pretrain_config(run["config"])
             if pre_cfg is not None:
                 trunks[json.dumps(pre_cfg, sort_keys=True)] = pre_cfg
@@ -352,6 +353,7 @@ def _plan(args, spec) -> int:
             jobs=args.jobs,
             calibration=calibration,
             missing_trunks=missing_trunks or [],
+            cold=args.cold,
         )
     )
     return 0

@@ -194,10 +194,11 @@ def describe(
     jobs: int | None = None,
     calibration: float | None = None,
     missing_trunks: list[str] = (),
+    cold: bool = False,
 ) -> str:
     """The plan's text. On CPU (``calibration``: this machine's GFLOP/s now) each run's estimated
     minutes on this machine; on GPU its GPU-hours at ``tflops``."""
-    done, pending = split_done(runs)
+    done, pending = ([], list(runs)) if cold else split_done(runs)
     done_paths = {r["path"] for r in done}
     cpu = on_cpu(runs) and calibration is not None and results_dir is not None
     lines = [

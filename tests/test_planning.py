@@ -64,6 +64,12 @@ def test_plan_estimates_from_recorded_runs_scaled_by_calibration_and_from_macs(r
     assert "estimates: 2 MACs, 2 recorded" in out
 
 
+def test_plan_cold_estimates_every_run_as_if_none_were_done(recorded, capsys):
+    assert ablations_main(cli_args(recorded, "plan", "tiny", "--scale", "mini", "--cold")) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert len(rows) == 6 and all(status == "to run" for status, _, _ in rows.values())
+
+
 def test_the_estimator_reads_only_successful_records_with_a_calibration(recorded, tmp_path):
     directory = recorded["results"] / "tiny" / "mini"
     good = next(directory.glob("k-3--seed0--*.json"))

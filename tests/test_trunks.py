@@ -131,7 +131,9 @@ def test_records_of_an_uncached_trunk_are_linked_only_after_a_bitwise_rerun(tiny
     capsys.readouterr()
     assert main(cli_args(tiny, "pretrain", "tiny")) == 0
     err = capsys.readouterr().err
-    assert "pretrained now" in err and "the trunk of 3 record(s) cached as" in err and "every metric bitwise equal" in err
+    assert (
+        "pretrained now" in err and "the trunk of 3 record(s) cached as" in err and "every metric bitwise equal" in err
+    )
     assert main(["--results", str(tiny["results"]), "refingerprint"]) == 0
     assert "3 linked to their committed trunk" in capsys.readouterr().err
 
