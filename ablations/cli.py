@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -327,11 +328,13 @@ def _plan(args, spec) -> int:
     runs = expand(spec, args.scale, results_dir=args.results, seeds=args.seeds)
     calibration = missing_trunks = None
     if on_cpu(runs):
-        from ablations.execute import calibration_gflops, pretrain_config, read_pretrained
+        from ablations.execute import pretrain_config, read_pretrained
+        from ablations.planning import loaded_calibration
         from ablations.runner import plan
         from ablations.trunks import trunk_paths
 
-        calibration = calibration_gflops(1)
+        jobs = args.jobs or max(1, min(os.cpu_count() or 1, len(runs if args.cold else plan(runs)[1])))
+        calibration = loaded_calibration(jobs)
         trunks = {}
         for run in runs if args.cold else plan(runs)[1]:
             pre_cfg = pretrain_config(run["config"])
@@ -350,7 +353,7 @@ def _plan(args, spec) -> int:
             tflops=args.tflops or ASSUMED_TFLOPS,
             data_root=args.data_root,
             results_dir=args.results,
-            jobs=args.jobs,
+            jobs=jobs if calibration is not None else args.jobs,
             calibration=calibration,
             missing_trunks=missing_trunks or [],
             cold=args.cold,

@@ -6,7 +6,9 @@ which: *recorded*, when a run of the same config (another seed aside) has a resu
 the results folder: its recorded wall time, in units of the recording machine's calibration figure
 (``provenance.calibration_gflops``: GFLOP/s of an fp32 matmul), divided by this machine's
 figure measured now; *MACs*, otherwise: the run's multiply-accumulates times the seconds per MAC
-the same spec's recorded runs took (calibration-scaled alike). The runs are then packed onto
+the same spec's recorded runs took (calibration-scaled alike). This machine's figure is measured
+under the load of the runner's parallel jobs (:func:`loaded_calibration`), as each run measures
+its own at its start. The runs are then packed onto
 the runner's parallel jobs (longest first), as the runner would start them; a trunk still to be
 pretrained is counted as present (its one-off cost is named apart).
 
@@ -142,6 +144,38 @@ class WallTimeEstimator:
         if per_mac is None:
             return None, "no record"
         return per_mac * self.macs(run["config"]) / self.calibration, "MACs"
+
+
+def loaded_calibration(jobs: int) -> float:
+    """This machine's calibration figure (:func:`ablations.execute.calibration_gflops`, one
+    thread) measured while ``jobs - 1`` other threads multiply matrices too: the load a run sees
+    when the runner starts ``jobs`` at a time, the load its own recorded figure was measured under
+    (an idle machine's figure is higher, and would make every estimate short)."""
+    import threading
+
+    import torch
+
+    from ablations.execute import calibration_gflops
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # each matmul on its own thread, as each run is
+    stop = threading.Event()
+
+    def busy() -> None:
+        a = torch.randn(512, 512)
+        while not stop.is_set():
+            a @ a
+
+    workers = [threading.Thread(target=busy, daemon=True) for _ in range(max(0, jobs - 1))]
+    try:
+        for w in workers:
+            w.start()
+        return calibration_gflops.__wrapped__(1)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+        torch.set_num_threads(threads)
 
 
 def packed_wall_time(seconds: list[float], jobs: int) -> float:

@@ -10,7 +10,7 @@ import re
 import pytest
 from conftest import cli_args
 
-import ablations.execute
+import ablations.planning
 from ablations.cli import main as ablations_main
 from ablations.planning import config_key, packed_wall_time, read_recorded_work
 
@@ -30,7 +30,7 @@ def recorded(tiny, monkeypatch):
     assert ablations_main(cli_args(tiny, "run", "tiny", "--seeds", "0", "--jobs", "1")) == 0
     for path in (tiny["results"] / "tiny" / "mini").glob("k-5--*.json"):
         path.unlink()
-    monkeypatch.setattr(ablations.execute, "calibration_gflops", lambda threads: 0.1)
+    monkeypatch.setattr(ablations.planning, "loaded_calibration", lambda jobs: 0.1)
     return tiny
 
 
@@ -86,7 +86,7 @@ def test_the_estimator_reads_only_successful_records_with_a_calibration(recorded
 
 
 def test_plan_names_a_trunk_that_is_not_pretrained_yet(tiny, capsys, monkeypatch):
-    monkeypatch.setattr(ablations.execute, "calibration_gflops", lambda threads: 100.0)
+    monkeypatch.setattr(ablations.planning, "loaded_calibration", lambda jobs: 100.0)
     assert ablations_main(cli_args(tiny, "plan", "tiny", "--scale", "mini")) == 0
     out = capsys.readouterr().out
     assert "trunk mini_resnet (3 steps): not in the cache" in out
@@ -96,3 +96,13 @@ def test_plan_names_a_trunk_that_is_not_pretrained_yet(tiny, capsys, monkeypatch
 def test_plan_refuses_zero_jobs(tiny, capsys):
     assert ablations_main(cli_args(tiny, "plan", "tiny", "--scale", "mini", "--jobs", "0")) == 2
     assert "--jobs" in capsys.readouterr().err
+
+
+def test_the_calibration_under_load_is_measured_with_other_threads_busy():
+    import torch
+
+    from ablations.planning import loaded_calibration
+
+    before = torch.get_num_threads()
+    assert loaded_calibration(1) > 0 and loaded_calibration(2) > 0
+    assert torch.get_num_threads() == before  # the caller's threads restored
