@@ -52,6 +52,9 @@ class SlurmSettings:
     folder: str = "slurm-logs"
 
 
+MINIMUM = {"gpus_per_run": 0, "time_min": 1, "cpus_per_gpu": 1, "mem_gb": 1}  # mem_gb: None = the partition's
+
+
 def config_file() -> Path:
     return Path(os.environ.get(CONFIG_ENV, str(DEFAULT_CONFIG))).expanduser()
 
@@ -73,11 +76,13 @@ def load_settings(flags: dict, path: Path | None = None) -> SlurmSettings:
         expected = int if "int" in types[key] else str
         if not isinstance(value, expected) or isinstance(value, bool):
             raise SpecError(path, key, f"expected {expected.__name__}, got {value!r}")
-    values.update({k: v for k, v in flags.items() if v is not None})
-    settings = SlurmSettings(**values)
-    for key in ("gpus_per_run", "time_min", "cpus_per_gpu"):
-        if getattr(settings, key) < (0 if key == "gpus_per_run" else 1):
-            raise SpecError(path if key in values and key not in flags else "<command line>", key, "must be positive")
+    given = {k: v for k, v in flags.items() if v is not None}
+    settings = SlurmSettings(**{**values, **given})
+    for key, least in MINIMUM.items():
+        value = getattr(settings, key)
+        if value is not None and value < least:
+            where = "<command line>" if key in given else path  # blame what set it
+            raise SpecError(where, key, f"expected an integer >= {least}, got {value}")
     return settings
 
 

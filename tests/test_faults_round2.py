@@ -265,3 +265,23 @@ def test_a_missing_sbd_image_names_the_lists_train_aug_is_built_from(tmp_path):
     message = str(err.value)
     assert "s2.jpg" in message and "SBD's train.txt" in message  # not "train_aug.txt", a file that does not exist
     assert "train_aug.txt" not in message
+
+
+# ----------------------------------------- V: slurm.toml values blamed on the file, mem_gb checked
+@pytest.mark.parametrize(
+    "line,key", [("time_min = 0", "time_min"), ("mem_gb = -1", "mem_gb"), ("cpus_per_gpu = 0", "cpus_per_gpu")]
+)
+def test_a_bad_slurm_setting_is_blamed_on_the_file_that_set_it(tmp_path, line, key):
+    from ablations.cluster import load_settings
+    from ablations.schema import SpecError
+
+    config = tmp_path / "slurm.toml"
+    config.write_text(line + "\n")
+    flags = {"partition": None, "account": None, "gpus_per_run": None, "time_min": None, "folder": None}
+    with pytest.raises(SpecError) as err:
+        load_settings(flags, config)  # every flag present, none given (as the CLI passes them)
+    assert str(config) in str(err.value) and key in str(err.value) and "<command line>" not in str(err.value)
+    if key == "time_min":  # a flag that sets it is blamed instead, and one that fixes it wins
+        with pytest.raises(SpecError, match="<command line>"):
+            load_settings(dict(flags, time_min=-5), config)
+        assert load_settings(dict(flags, time_min=30), config).time_min == 30
