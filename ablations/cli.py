@@ -16,6 +16,7 @@ executor that is not installed), in which case nothing has been written; 130 int
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -39,6 +40,8 @@ from ablations.store import read_result
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND_LINE = "<command line>"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space, or over quota: the same for the user
+EXIT_DISK_FULL = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -536,6 +539,16 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, RunnerBusy, NotWritable, DataError, MissingWeights, ExecutorUnavailable, TrunkError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(
+            f"error: no space left on the device{where} ({e.strerror or e}); what was written is complete "
+            "(no partial file is left): free space and run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_DISK_FULL
     except KeyboardInterrupt as e:
         how, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
         if args.command == "run" and "runs" in locals():

@@ -292,8 +292,12 @@ def ensure_pretrained(cache_dir: Path, pre_cfg: dict, log=lambda m: print(m, fil
     }
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_suffix(f".pt.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, weights)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, weights)
+    except BaseException:  # a full disk, Ctrl-C: no partial file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     write_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
 

@@ -173,7 +173,11 @@ def write_trunk(pre_cfg: dict, state: dict, stats: dict[str, Any], extra: dict, 
     }
     directory.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_name(f".{weights.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(weights)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(weights)
+    except BaseException:  # a full disk, Ctrl-C: no partial file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     write_atomic(meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return meta

@@ -285,3 +285,41 @@ def test_a_bad_slurm_setting_is_blamed_on_the_file_that_set_it(tmp_path, line, k
         with pytest.raises(SpecError, match="<command line>"):
             load_settings(dict(flags, time_min=-5), config)
         assert load_settings(dict(flags, time_min=30), config).time_min == 30
+
+
+# ------------------------------------------------ K: a full disk: one line, exit 3, no partial file
+def _no_space(path):
+    import errno
+
+    return OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+@pytest.mark.parametrize("where", ["trunk", "record"])
+def test_a_full_disk_is_one_line_exit_3_and_leaves_no_partial_file(tiny, monkeypatch, capsys, where):
+    import os
+
+    import torch
+    from conftest import cli_args
+
+    if where == "trunk":  # the pretrained trunk's file, half written
+        real_save = torch.save
+
+        def save(obj, f, *args, **kwargs):
+            real_save(obj, f, *args, **kwargs)
+            raise _no_space(f)
+
+        monkeypatch.setattr(torch, "save", save)
+    else:  # every other write (the trunk's metadata, the result record) fails at fsync
+
+        def fsync(fd):
+            raise _no_space("a file")
+
+        monkeypatch.setattr(os, "fsync", fsync)
+    code = ablations_main(cli_args(tiny, "run", "tiny", "--jobs", "1", "--seeds", "0", "--variant", "k=3"))
+    err = capsys.readouterr().err
+    assert code == 3, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no space left on the device" in errors[0] and "Traceback" not in err
+    left = [p for d in (tiny["cache"], tiny["results"]) if d.exists() for p in d.rglob("*") if p.is_file()]
+    assert not [p for p in left if "tmp" in p.name], left
+    assert not list(tiny["results"].rglob("*.json"))
