@@ -320,6 +320,24 @@ def _shard(args):
     return from_environment()
 
 
+def _require_devices(args, spec, runs: list[dict]) -> None:
+    """A local run asking for CUDA on a machine without it is refused before anything runs (a
+    Slurm submission is not: its runs execute elsewhere)."""
+    asked = sorted({r["config"]["train"].get("device", "cpu") for r in runs})
+    cuda = [d for d in asked if d.startswith("cuda")]
+    if cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            where = COMMAND_LINE if any(o.startswith("train.device=") for o in args.overrides) else spec.file
+            raise SpecError(
+                where,
+                "train.device",
+                f"{cuda[0]!r}, but this machine has no CUDA device; use 'auto' (CUDA where there is one) "
+                "or 'cpu', or submit with --executor slurm",
+            )
+
+
 def _plan(args, spec) -> int:
     from ablations.planning import ASSUMED_TFLOPS, describe, on_cpu
     from ablations.sweep import expand
@@ -373,6 +391,8 @@ def _submit(args, spec) -> int:
     flags = {k: getattr(args, k) for k in ("partition", "account", "gpus_per_run", "time_min", "folder")}
     settings = cluster.load_settings(flags)
     cluster._submitit()  # installed, before anything is prepared
+    if args.executor == "slurm" and not args.dry_run:
+        cluster.require_slurm()  # reachable, before anything is pretrained
     runs = _expand(args, spec)
     if spec.study.get("search"):  # search runs first; once all are done, the final runs
         from ablations.runner import plan
@@ -461,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.jobs is not None and args.jobs < 1:
             raise SpecError(COMMAND_LINE, "--jobs", f"expected an integer >= 1, got {args.jobs}")
         runs = _expand(args, spec)
+        _require_devices(args, spec, runs)
         if spec.blocked:
             print(f"note: {spec.id} is marked blocked ({spec.file.name}): {spec.blocked}", file=sys.stderr)
         if args.dry_run:

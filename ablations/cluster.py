@@ -94,6 +94,19 @@ def _submitit():
     return submitit
 
 
+def require_slurm() -> None:
+    """Slurm's commands are on this machine's PATH (submitit submits with ``sbatch`` and reads
+    job states with ``sacct``/``squeue``); checked before anything is prepared."""
+    import shutil
+
+    missing = [c for c in ("sbatch", "squeue") if shutil.which(c) is None]
+    if missing:
+        raise ExecutorUnavailable(
+            f"--executor slurm: no Slurm on this machine ({', '.join(missing)} not on PATH); run from a "
+            "Slurm login node, or use --executor submitit-local to run the same tasks here"
+        )
+
+
 def run_task(run: dict, cache_dir: str, data_root: str | None) -> dict:
     """One array task: the run (data-parallel over the task's processes when there are several)."""
     from ablations.runner import _attempt

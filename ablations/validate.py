@@ -165,6 +165,8 @@ def validate_run(config: dict, locate: Locate) -> None:
     if data["name"] not in DATASETS:
         raise c.fail("data.name", f"unknown dataset {data['name']!r}; expected one of {DATASETS.names()}")
     c.table("data", data, dataset_options(data["name"]))
+    if "root" in data and "root" not in builder_options(DATASETS.get(data["name"])):
+        raise c.fail("data.root", f"dataset {data['name']!r} is generated, not read from files: it takes no root")
     c.at_least("data", data, ("train_images", "val_images"), 1)
     c.at_least("data", data, ("holdout_images",), 0)
     if not 0 <= data.get("seed", 0) <= MAX_SEED:

@@ -323,3 +323,36 @@ def test_a_full_disk_is_one_line_exit_3_and_leaves_no_partial_file(tiny, monkeyp
     left = [p for d in (tiny["cache"], tiny["results"]) if d.exists() for p in d.rglob("*") if p.is_file()]
     assert not [p for p in left if "tmp" in p.name], left
     assert not list(tiny["results"].rglob("*.json"))
+
+
+# ------------------------- J2: CUDA asked on a host without it, data.root on a generated dataset
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a host without CUDA")
+def test_cuda_on_a_host_without_it_is_refused_at_dry_run(tiny, capsys):
+    from conftest import cli_args
+
+    code = ablations_main(cli_args(tiny, "run", "tiny", "--dry-run", "train.device=cuda"))
+    err = capsys.readouterr().err
+    assert code == 2 and "<command line>: train.device" in err and "no CUDA device" in err
+    assert not tiny["results"].exists() and not tiny["cache"].exists()
+
+
+def test_a_root_for_a_generated_dataset_is_refused_at_dry_run(tiny, capsys):
+    from conftest import cli_args
+
+    code = ablations_main(cli_args(tiny, "run", "tiny", "--dry-run", "data.root=/data/x"))
+    err = capsys.readouterr().err
+    assert code == 2 and "data.root" in err and "'shapes' is generated" in err
+
+
+# ------------------------------------------------- L: --executor slurm where there is no Slurm
+def test_slurm_without_slurm_is_refused_before_any_work(tiny, capsys, monkeypatch):
+    import shutil
+
+    from conftest import cli_args
+
+    pytest.importorskip("submitit")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    code = ablations_main(cli_args(tiny, "run", "tiny", "--executor", "slurm"))
+    err = capsys.readouterr().err
+    assert code == 2 and "no Slurm on this machine (sbatch, squeue not on PATH)" in err
+    assert not tiny["cache"].exists() and not tiny["results"].exists()  # nothing pretrained, nothing written
