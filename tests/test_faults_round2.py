@@ -356,3 +356,62 @@ def test_slurm_without_slurm_is_refused_before_any_work(tiny, capsys, monkeypatc
     err = capsys.readouterr().err
     assert code == 2 and "no Slurm on this machine (sbatch, squeue not on PATH)" in err
     assert not tiny["cache"].exists() and not tiny["results"].exists()  # nothing pretrained, nothing written
+
+
+# ------------------------------ H, I: damaged VOC / SBD / Cityscapes files are named before any run
+def _verify(name: str, root: Path):
+    from seg_core.registry import DATASETS
+
+    return DATASETS.metadata(name)["verify"]({"root": str(root)}, ["train", "val"])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated label", "non-image jpg", "mat not a mat", "mat missing", "mat without GTcls"],
+)
+def test_a_damaged_voc_or_sbd_file_is_a_data_error_naming_it(tmp_path, damage):
+    from paper_trees import write_voc_sbd
+    from scipy.io import savemat
+
+    from seg_core.data.checks import DataError
+
+    root = write_voc_sbd(tmp_path / "VOC")
+    base = root / "VOCdevkit" / "VOC2012"
+    culprit = {
+        "truncated label": base / "SegmentationClass" / "v1.png",
+        "non-image jpg": base / "JPEGImages" / "v2.jpg",
+        "mat not a mat": root / "SBD" / "cls" / "s1.mat",
+        "mat missing": root / "SBD" / "cls" / "s1.mat",
+        "mat without GTcls": root / "SBD" / "cls" / "s1.mat",
+    }[damage]
+    if damage == "truncated label":
+        culprit.write_bytes(culprit.read_bytes()[:60])
+    elif damage in ("non-image jpg", "mat not a mat"):
+        culprit.write_text("not what the name says")
+    elif damage == "mat missing":
+        culprit.unlink()
+    else:
+        savemat(culprit, {"Other": [1]})
+    with pytest.raises(DataError) as err:
+        _verify("voc2012", root)
+    assert err.value.path == culprit, str(err.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated image", "stray file"])
+def test_a_damaged_or_stray_cityscapes_file_is_a_data_error_naming_it(tmp_path, damage):
+    pytest.importorskip("cityscapesscripts")
+    from paper_trees import write_cityscapes
+
+    from seg_core.data.checks import DataError
+
+    root = write_cityscapes(tmp_path / "cs")
+    city = root / "leftImg8bit" / "train" / "bremen"
+    if damage == "truncated image":
+        culprit = sorted(city.glob("*.png"))[0]
+        culprit.write_bytes(culprit.read_bytes()[:200])
+    else:
+        culprit = city / "notes.txt"
+        culprit.write_text("a stray file")
+    with pytest.raises(DataError) as err:
+        _verify("cityscapes", root)
+    assert err.value.path == culprit, str(err.value)

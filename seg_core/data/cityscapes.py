@@ -23,7 +23,7 @@ import torch
 
 from seg_core.class_groups import GROUP_METRICS, ClassGroupMIoU
 from seg_core.data.augment import IGNORE, JointAugment, LabelledImageFiles
-from seg_core.data.checks import DataError
+from seg_core.data.checks import DataError, decoded_image
 from seg_core.registry import DATASETS, METRIC_FAMILIES
 
 LAYOUT = """<root>/leftImg8bit/{train,val}/<city>/<name>_leftImg8bit.png
@@ -92,9 +92,7 @@ def cityscapes_groups(*, num_classes: int) -> ClassGroupMIoU:
 
 
 def read_train_ids(path: Path) -> torch.Tensor:
-    from PIL import Image
-
-    with Image.open(path) as im:
+    with decoded_image(path, "label image") as im:
         if im.mode not in ("P", "L"):
             raise DataError(path, f"label image in mode {im.mode}; expected labelIds (grey 'L')")
         ids = np.array(im)
@@ -136,7 +134,6 @@ class CityscapesFine(LabelledImageFiles):
 
 def verify_cityscapes(options: dict, splits: list[str]) -> None:
     """Check a Cityscapes root before any training (layout, every image and label, label ids)."""
-    from PIL import Image
 
     root = Path(options["root"])
     label_table()  # the extra is there
@@ -146,6 +143,12 @@ def verify_cityscapes(options: dict, splits: list[str]) -> None:
             if not (root / sub / folder).is_dir():
                 raise DataError(
                     root / sub / folder, f"missing folder; expected the layout\n{LAYOUT}\nGet {HOW_TO_GET}."
+                )
+        for city in sorted(p for p in (root / "leftImg8bit" / folder).iterdir() if p.is_dir()):
+            for stray in sorted(f for f in city.iterdir() if not f.name.endswith("_leftImg8bit.png")):
+                raise DataError(
+                    stray,
+                    "not a Cityscapes image (*_leftImg8bit.png); the reader takes every file of a city folder: move it out",
                 )
         images = sorted((root / "leftImg8bit" / folder).glob("*/*_leftImg8bit.png"))
         if not images:
@@ -160,7 +163,7 @@ def verify_cityscapes(options: dict, splits: list[str]) -> None:
             )
             if not label.is_file():
                 raise DataError(label, f"missing (the label of {image.name})")
-            with Image.open(image) as im, Image.open(label) as lb:
+            with decoded_image(image) as im, decoded_image(label, "label image") as lb:
                 if im.size != lb.size:
                     raise DataError(label, f"label is {lb.size[0]}x{lb.size[1]}, its image {im.size[0]}x{im.size[1]}")
             read_train_ids(label)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from seg_core.data.augment import IGNORE, JointAugment, LabelledImageFiles
-from seg_core.data.checks import DataError
+from seg_core.data.checks import DataError, decoded_image
 from seg_core.registry import DATASETS
 
 VOC_CLASSES = (
@@ -50,9 +50,7 @@ HOW_TO_GET = (
 
 def read_label(path: Path) -> torch.Tensor:
     """A label image as class indices; a colour (RGB) label or an unknown value is an error."""
-    from PIL import Image
-
-    with Image.open(path) as im:
+    with decoded_image(path, "label image") as im:
         if im.mode not in ("P", "L"):
             raise DataError(path, f"label image in mode {im.mode}; expected class indices (palette 'P' or grey 'L')")
         label = np.array(im)
@@ -90,13 +88,25 @@ def train_aug_pairs(root: Path, label_dir: str, label_cache: Path) -> list[tuple
         cached = label_cache / f"{name}.png"
         if not cached.is_file():
             cached.parent.mkdir(parents=True, exist_ok=True)
-            target = sbd._get_segmentation_target(str(root / "SBD" / "cls" / f"{name}.mat"))
+            target = _sbd_label(sbd, root / "SBD" / "cls" / f"{name}.mat")
             tmp = cached.with_suffix(".png.tmp")
             Image.fromarray(np.asarray(target, dtype=np.uint8), mode="L").save(tmp, format="PNG")
             tmp.replace(cached)
         image = base / "JPEGImages" / f"{name}.jpg"
         pairs.append((image if image.is_file() else root / "SBD" / "img" / f"{name}.jpg", cached))
     return pairs
+
+
+def _sbd_label(sbd, mat: Path):
+    """SBD's segmentation for one image, from its ``.mat`` (``GTcls.Segmentation``)."""
+    if not mat.is_file():
+        raise DataError(mat, "missing (listed in SBD's train.txt or val.txt)")
+    try:
+        return sbd._get_segmentation_target(str(mat))
+    except Exception as e:  # noqa: BLE001  (not a .mat, no GTcls, a wrong struct: all unreadable)
+        raise DataError(
+            mat, f"not a readable SBD label (a .mat with GTcls.Segmentation): {type(e).__name__}: {e}"
+        ) from None
 
 
 class VOCSegmentation(LabelledImageFiles):
@@ -176,7 +186,6 @@ def verify_voc(options: dict, splits: list[str]) -> None:
             dataset = _dataset(options, split)
         if len(dataset) == 0:
             raise DataError(list_file, "the split list is empty")
-        from PIL import Image
 
         # where a pair was listed: the list file, or the lists train_aug is built from when it has none
         listed = (
@@ -188,7 +197,7 @@ def verify_voc(options: dict, splits: list[str]) -> None:
             for path in (image, label):
                 if not path.is_file():
                     raise DataError(path, f"missing (listed in {listed})")
-            with Image.open(image) as im, Image.open(label) as lb:
+            with decoded_image(image) as im, decoded_image(label, "label image") as lb:
                 if im.size != lb.size and lb.mode in ("P", "L"):
                     raise DataError(label, f"label is {lb.size[0]}x{lb.size[1]}, its image {im.size[0]}x{im.size[1]}")
             read_label(label)
