@@ -415,3 +415,37 @@ def test_a_damaged_or_stray_cityscapes_file_is_a_data_error_naming_it(tmp_path, 
     with pytest.raises(DataError) as err:
         _verify("cityscapes", root)
     assert err.value.path == culprit, str(err.value)
+
+
+# ------------------------------------------ C: the SBD label cache follows its .mat, errors name it
+def test_an_edited_sbd_label_is_converted_again_and_a_bad_one_is_named(tmp_path):
+    import os
+
+    import numpy as np
+    from paper_trees import write_voc_sbd
+    from scipy.io import savemat
+
+    from seg_core.data.checks import DataError
+    from seg_core.data.voc import read_label
+    from seg_core.registry import DATASETS
+
+    root = write_voc_sbd(tmp_path / "VOC")
+    mat = root / "SBD" / "cls" / "s1.mat"
+
+    def s1_label():
+        data = DATASETS.build("voc2012", split="train", num_images=4, root=str(root))
+        (label,) = [lb for image, lb in data._pairs if image.stem == "s1"]
+        return label, read_label(label)
+
+    path, before = s1_label()
+    segmentation = np.full(before.shape, 3, dtype=np.uint8)
+    savemat(mat, {"GTcls": {"Segmentation": segmentation, "CategoriesPresent": [3]}})
+    os.utime(mat, ns=(os.stat(mat).st_atime_ns, os.stat(mat).st_mtime_ns + 10**9))  # a later edit
+    again, after = s1_label()
+    assert again != path and not path.exists() and after.unique().tolist() == [3]  # re-converted, old one gone
+    segmentation[0, 0] = 99
+    savemat(mat, {"GTcls": {"Segmentation": segmentation, "CategoriesPresent": [3]}})
+    os.utime(mat, ns=(os.stat(mat).st_atime_ns, os.stat(mat).st_mtime_ns + 2 * 10**9))
+    with pytest.raises(DataError) as err:
+        s1_label()
+    assert err.value.path == mat and "99" in err.value.message

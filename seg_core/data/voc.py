@@ -11,7 +11,9 @@ Layout under ``root`` (what torchvision's ``VOCSegmentation`` and ``SBDataset`` 
 ``train_aug`` (10,582 images in the full datasets) is VOC train plus SBD train and val, minus
 VOC val; its labels are VOC's where VOC has one, else SBD's ``.mat`` labels converted once to PNG
 (scipy, through torchvision's ``SBDataset``) into ``label_cache`` (default
-``<root>/segbench-cache/SegmentationClassAug``). A list file ``train_aug.txt`` with a label folder
+``<root>/segbench-cache/SegmentationClassAug``), each file named by its source's size and
+modification time, so that an edited ``.mat`` is converted again (and its values checked, an
+error naming the ``.mat``). A list file ``train_aug.txt`` with a label folder
 (``label_dir``, e.g. a ready-made ``SegmentationClassAug``) is used instead when it exists.
 
 The run's ``train`` split reads ``train_list`` (default ``train_aug``), its ``val`` split
@@ -85,12 +87,21 @@ def train_aug_pairs(root: Path, label_dir: str, label_cache: Path) -> list[tuple
         if voc_label.is_file():
             pairs.append((base / "JPEGImages" / f"{name}.jpg", voc_label))
             continue
-        cached = label_cache / f"{name}.png"
+        mat = root / "SBD" / "cls" / f"{name}.mat"
+        if not mat.is_file():
+            raise DataError(mat, "missing (listed in SBD's train.txt or val.txt)")
+        source = mat.stat()  # the cache is keyed on its source: an edited .mat is converted again
+        cached = label_cache / f"{name}--{source.st_size}-{source.st_mtime_ns}.png"
         if not cached.is_file():
             cached.parent.mkdir(parents=True, exist_ok=True)
-            target = _sbd_label(sbd, root / "SBD" / "cls" / f"{name}.mat")
+            target = np.asarray(_sbd_label(sbd, mat))
+            bad = sorted(set(np.unique(target).tolist()) - ALLOWED)
+            if bad:
+                raise DataError(mat, f"label value(s) {bad} outside the {len(VOC_CLASSES)} classes and {IGNORE} (void)")
+            for older in label_cache.glob(f"{name}--*.png"):  # conversions of an earlier version
+                older.unlink(missing_ok=True)
             tmp = cached.with_suffix(".png.tmp")
-            Image.fromarray(np.asarray(target, dtype=np.uint8), mode="L").save(tmp, format="PNG")
+            Image.fromarray(target.astype(np.uint8), mode="L").save(tmp, format="PNG")
             tmp.replace(cached)
         image = base / "JPEGImages" / f"{name}.jpg"
         pairs.append((image if image.is_file() else root / "SBD" / "img" / f"{name}.jpg", cached))
@@ -99,8 +110,6 @@ def train_aug_pairs(root: Path, label_dir: str, label_cache: Path) -> list[tuple
 
 def _sbd_label(sbd, mat: Path):
     """SBD's segmentation for one image, from its ``.mat`` (``GTcls.Segmentation``)."""
-    if not mat.is_file():
-        raise DataError(mat, "missing (listed in SBD's train.txt or val.txt)")
     try:
         return sbd._get_segmentation_target(str(mat))
     except Exception as e:  # noqa: BLE001  (not a .mat, no GTcls, a wrong struct: all unreadable)
