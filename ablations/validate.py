@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import typing
 from collections.abc import Callable
 from dataclasses import fields
@@ -155,6 +156,22 @@ def dataset_facts(data: dict) -> tuple[list[str], tuple[int, int]]:
     return list(metadata["class_names"]), tuple(metadata["input_size"](own))
 
 
+def _check_inference(c: _Checker, where: str, inference: dict) -> None:
+    """An ``eval.inference`` table: a registered type, its builder's options (names, types,
+    required ones) and the values it refuses, before any training (a nested ``inner`` too)."""
+    kind = inference.get("type")
+    if kind not in INFERENCE:
+        raise c.fail(f"{where}.type", f"expected one of {INFERENCE.names()}, got {kind!r}")
+    options = {k: v for k, v in inference.items() if k != "type"}
+    c.table(where, options, builder_options(INFERENCE.get(kind)))
+    if isinstance(options.get("inner"), dict):
+        _check_inference(c, f"{where}.inner", options["inner"])
+    try:
+        INFERENCE.build(kind, **options)
+    except ConfigError as e:
+        raise c.fail(f"{where}.{e.key}", e.message) from None
+
+
 def validate_run(config: dict, locate: Locate) -> None:
     """Check one resolved run config (sections model, data, pretrain, train, eval); raises
     :class:`SpecError` at the line that set the offending value."""
@@ -282,8 +299,17 @@ def validate_run(config: dict, locate: Locate) -> None:
         except ConfigError as e:
             raise c.fail(f"eval.model.{e.key}", e.message) from None
     inference = ev.get("inference")
-    if inference is not None and inference.get("type") not in INFERENCE:
-        raise c.fail("eval.inference.type", f"expected one of {INFERENCE.names()}, got {inference.get('type')!r}")
+    if inference is not None:
+        _check_inference(c, "eval.inference", inference)
+    if "band_width" in ev:  # a band wider than the image's diagonal is every pixel (and a huge kernel)
+        size_of = DATASETS.metadata(data["name"]).get("eval_size")  # evaluated images, where not the crop
+        size = tuple(size_of({k: v for k, v in data.items() if k not in DATA_COMMON})) if size_of else input_size
+        diagonal = math.hypot(*size)
+        if ev["band_width"] > diagonal:
+            raise c.fail(
+                "eval.band_width",
+                f"{ev['band_width']!r} px is wider than the {size[0]}x{size[1]} image's diagonal ({diagonal:.0f} px)",
+            )
     for i, family in enumerate(ev.get("metrics", [])):
         if family not in METRIC_FAMILIES:
             raise c.fail("eval.metrics", f"item {i}: expected one of {METRIC_FAMILIES.names()}, got {family!r}")

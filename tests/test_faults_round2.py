@@ -449,3 +449,25 @@ def test_an_edited_sbd_label_is_converted_again_and_a_bad_one_is_named(tmp_path)
     with pytest.raises(DataError) as err:
         s1_label()
     assert err.value.path == mat and "99" in err.value.message
+
+
+# --------------------------- J1: evaluation options are checked before training, not after it
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ('eval.inference={type="slide"}', "eval.inference.crop: missing required key"),
+        ('eval.inference={type="multiscale",scales=[]}', "eval.inference.scales: expected positive scale factors"),
+        ('eval.inference={type="slide",crop=[16,16],stride=[0,0]}', "eval.inference.crop: expected crop and stride"),
+        ('eval.inference={type="slide",crop=[16,16],stride=[8,8],pad=1}', "eval.inference.pad: unknown key"),
+        ('eval.inference={type="multiscale",inner={type="slide",crop=[8,8]}}', "eval.inference.inner.stride: missing"),
+        ("eval.band_width=1e9", "eval.band_width: 1000000000.0 px is wider than the 32x32 image's diagonal"),
+    ],
+)
+def test_bad_evaluation_options_are_refused_before_training(tiny, capsys, override, message):
+    from conftest import cli_args
+
+    code = ablations_main(cli_args(tiny, "run", "tiny", "--dry-run", override))
+    err = capsys.readouterr().err
+    assert code == 2 and f"<command line>: {message}" in err, err
+    good = 'eval.inference={type="slide",crop=[16,16],stride=[8,8]}'
+    assert ablations_main(cli_args(tiny, "run", "tiny", "--dry-run", good)) == 0
