@@ -309,7 +309,6 @@ def _expand(args, spec, choices=None) -> list[dict]:
 
 def _shard(args):
     """This process's part of a data-parallel world under ``torchrun`` (None outside one)."""
-    import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
@@ -351,10 +350,10 @@ def _plan(args, spec) -> int:
     if on_cpu(runs):
         from ablations.execute import pretrain_config, read_pretrained
         from ablations.planning import loaded_calibration
-        from ablations.runner import plan
+        from ablations.runner import default_jobs, plan
         from ablations.trunks import trunk_paths
 
-        jobs = args.jobs or max(1, min(os.cpu_count() or 1, len(runs if args.cold else plan(runs)[1])))
+        jobs = args.jobs or default_jobs(len(runs if args.cold else plan(runs)[1]))
         calibration = loaded_calibration(jobs)
         trunks = {}
         for run in runs if args.cold else plan(runs)[1]:

@@ -124,7 +124,13 @@ def _project() -> Project:
 @lru_cache(maxsize=4)
 def calibration_gflops(threads: int) -> float:
     """fp32 GFLOP/s of a 512 x 512 matmul on ``threads`` threads (median of 5 x 10): a figure
-    of the machine's speed at the time, so that run times compare across machines."""
+    of the machine's speed at the time, so that run times compare across machines (measured
+    once per process and thread count; :func:`measure_gflops` measures again)."""
+    return measure_gflops()
+
+
+def measure_gflops() -> float:
+    """The calibration figure, measured now on the current thread count."""
     a, b = torch.randn(512, 512), torch.randn(512, 512)
     for _ in range(3):
         a @ b
@@ -309,13 +315,12 @@ def trunk_state(cache_dir: Path, pre_cfg: dict, log=lambda m: print(m, file=sys.
     committed = load_committed(pre_cfg)
     if committed is not None:
         state, meta = committed
-        entry = {"trunk": meta["trunk"], "sha256": meta["sha256"], "hash": meta["recipe_hash"]}
-        return state, {**entry, "steps": meta["steps"], "final_loss": meta["final_loss"]}
-    meta = ensure_pretrained(cache_dir, pre_cfg, log)
-    weights, _ = pretrain_paths(cache_dir, pre_cfg)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    entry = {"hash": meta["hash"], "sha256": weights_sha256(state), "steps": meta["steps"]}
-    return state, {**entry, "final_loss": meta["final_loss"]}
+        names = {"trunk": meta["trunk"], "sha256": meta["sha256"], "hash": meta["recipe_hash"]}
+    else:
+        meta = ensure_pretrained(cache_dir, pre_cfg, log)
+        state = torch.load(pretrain_paths(cache_dir, pre_cfg)[0], map_location="cpu", weights_only=True)
+        names = {"hash": meta["hash"], "sha256": weights_sha256(state)}
+    return state, {**names, "steps": meta["steps"], "final_loss": meta["final_loss"]}
 
 
 def _cached_same_recipe(cache_dir: Path, pre_cfg: dict) -> tuple[dict, dict] | None:
@@ -353,13 +358,13 @@ def _same_as_legacy(state: dict, stats: dict, pre_cfg: dict, results_dir: Path, 
             continue
         if other is not None and recipe(other) == recipe(pre_cfg):
             groups.setdefault(pre["hash"], []).append(record)
+    digest = weights_sha256(state)  # as a run identifies them (its frozen features are cached by it)
     for key, records in sorted(groups.items()):
         if records[0]["pretrained_backbone"]["final_loss"] != stats["final_loss"]:
             loss = records[0]["pretrained_backbone"]["final_loss"]
             yield None, f"not the trunk of {len(records)} record(s) cached as {key[:12]} (final loss {loss})"
             continue
         record = min(records, key=lambda r: r["timing"]["wall_s"])
-        digest = weights_sha256(state)  # as a run identifies them (its frozen features are cached by it)
         _, numbers = run(record["config"], desc="same weights?", backbone_state=state, backbone_id=digest)
         metrics = numbers["metrics"]  # compared as a record stores them (NaN for a class with no pixels)
         same = "miou" in metrics and all(

@@ -28,15 +28,15 @@ from __future__ import annotations
 import heapq
 import json
 import math
-import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ablations.execute import MissingWeights, paper_model_complexity, require_checkpoint, require_weights
 from ablations.protocol import dataset_kwargs
+from ablations.runner import default_jobs
 from ablations.runner import plan as split_done
-from ablations.validate import dataset_facts
+from ablations.validate import dataset_facts, evaluated_size
 from seg_core.data.checks import DataError
 from seg_core.registry import DATASETS
 
@@ -67,8 +67,7 @@ def run_cost(config: dict) -> dict:
     train_macs = paper_model_complexity(config["model"], len(class_names), crop)["total"]["macs"]
     train = config["train"]
     evaluation = config.get("eval", {})
-    size_of = DATASETS.metadata(data["name"]).get("eval_size")  # evaluated images, where not the crop
-    eval_size = tuple(size_of({k: v for k, v in data.items()})) if size_of else crop
+    eval_size = evaluated_size(data)
     eval_macs = train_macs * eval_size[0] * eval_size[1] / (crop[0] * crop[1])
     total = TRAIN_PASSES * train_macs * train["steps"] * train["batch_size"]
     total += eval_macs * views(evaluation.get("inference"), eval_size) * data["val_images"]
@@ -147,7 +146,7 @@ class WallTimeEstimator:
 
 
 def loaded_calibration(jobs: int) -> float:
-    """This machine's calibration figure (:func:`ablations.execute.calibration_gflops`, one
+    """This machine's calibration figure (:func:`ablations.execute.measure_gflops`, one
     thread) measured while ``jobs - 1`` other threads multiply matrices too: the load a run sees
     when the runner starts ``jobs`` at a time, the load its own recorded figure was measured under
     (an idle machine's figure is higher, and would make every estimate short)."""
@@ -155,7 +154,7 @@ def loaded_calibration(jobs: int) -> float:
 
     import torch
 
-    from ablations.execute import calibration_gflops
+    from ablations.execute import measure_gflops
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # each matmul on its own thread, as each run is
@@ -170,7 +169,7 @@ def loaded_calibration(jobs: int) -> float:
     try:
         for w in workers:
             w.start()
-        return calibration_gflops.__wrapped__(1)
+        return measure_gflops()
     finally:
         stop.set()
         for w in workers:
@@ -272,7 +271,7 @@ def describe(
             f"{train['steps']:>7} x {train['batch_size']:<4} {cost_text}"
         )
     if estimator is not None:
-        jobs = jobs or max(1, min(os.cpu_count() or 1, len(pending)))
+        jobs = jobs or default_jobs(len(pending))
         how = ", ".join(f"{n} {m}" for m, n in sorted(methods.items()))
         unknown = methods.get("no record", 0)
         lines.append(

@@ -103,18 +103,14 @@ def stale_parts(record: dict, root: Path, directory: Path | None = None) -> list
 # ----------------------------------------------------------------------- weights (torch)
 def weights_sha256(state: dict) -> str:
     """sha256 of a state dict's tensors: name, dtype, shape and bytes of each, in name order."""
+    import torch
+
     digest = hashlib.sha256()
     for name in sorted(state):
         tensor = state[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(-1).view(dtype=_bytes_dtype()).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.view(-1).view(dtype=torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
-
-
-def _bytes_dtype():
-    import torch
-
-    return torch.uint8
 
 
 def serialized(state: dict) -> bytes:

@@ -172,6 +172,15 @@ def _check_inference(c: _Checker, where: str, inference: dict) -> None:
         raise c.fail(f"{where}.{e.key}", e.message) from None
 
 
+def evaluated_size(data: dict) -> tuple[int, int]:
+    """The size of the images a data section evaluates on: the dataset's ``eval_size`` where it
+    registers one (e.g. Cityscapes' full 1024x2048 images), else its input size."""
+    size_of = DATASETS.metadata(data["name"]).get("eval_size")
+    if size_of is None:
+        return dataset_facts(data)[1]
+    return tuple(size_of({k: v for k, v in data.items() if k not in DATA_COMMON}))
+
+
 def validate_run(config: dict, locate: Locate) -> None:
     """Check one resolved run config (sections model, data, pretrain, train, eval); raises
     :class:`SpecError` at the line that set the offending value."""
@@ -302,8 +311,7 @@ def validate_run(config: dict, locate: Locate) -> None:
     if inference is not None:
         _check_inference(c, "eval.inference", inference)
     if "band_width" in ev:  # a band wider than the image's diagonal is every pixel (and a huge kernel)
-        size_of = DATASETS.metadata(data["name"]).get("eval_size")  # evaluated images, where not the crop
-        size = tuple(size_of({k: v for k, v in data.items() if k not in DATA_COMMON})) if size_of else input_size
+        size = evaluated_size(data)
         diagonal = math.hypot(*size)
         if ev["band_width"] > diagonal:
             raise c.fail(
