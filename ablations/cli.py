@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     pretrainer.add_argument(
         "--replace", action="store_true", help="write the re-made trunk over a committed one that differs"
     )
+    regime = sub.add_parser(
+        "regime",
+        help="measure which claims the mini protocol can express (filter taps on the map) into results/<id>/regime.json",
+    )
+    regime.add_argument("ids", nargs="*", help="spec ids (default: every ablation spec)")
     sub.add_parser(
         "refingerprint",
         help="bring current records to the present format (per-definition fingerprints, committed trunks); no number changes",
@@ -247,6 +252,41 @@ def _refingerprint(args) -> int:
     return 0
 
 
+def _regime(args) -> int:
+    """``regime [ids]``: (re)write ``results/<id>/regime.json`` for the given ablation specs (all
+    by default): per claim, the share of its compared layers' filter taps that read the
+    feature map, at mini scale and at the paper's configuration, and whether the claim is
+    testable at mini scale by the rule of :mod:`ablations.regime`."""
+    from ablations.regime import write_regime
+    from ablations.runner import NotWritable
+    from seg_core.progress import progress
+
+    try:
+        if args.ids:
+            specs = [load_spec(find_spec(i, args.specs)) for i in args.ids]
+        else:
+            specs, errors = load_specs(args.specs)
+            if errors:
+                raise errors[0]
+        specs = [s for s in specs if s.kind == "ablation"]
+        bar = progress(len(specs), desc="regime", unit="spec")
+        for spec in specs:
+            path = write_regime(spec, args.results)
+            bar.update()
+            claims = json.loads(path.read_text(encoding="utf-8"))["claims"]
+            untestable = [f"C{c['check'] + 1}" for c in claims if not c["testable"]]
+            print(
+                f"{spec.id}: {len(claims)} claim{'' if len(claims) == 1 else 's'} measured"
+                + (f"; not testable at mini scale: {', '.join(untestable)}" if untestable else ""),
+                file=sys.stderr,
+            )
+        bar.close()
+        return 0
+    except (SpecError, NotWritable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 def _show(args, spec) -> int:
     if spec.kind == "timing":
         print(f"{spec.id}: {spec.title} (timing)\n  source: {spec.source}\n  claim:  {spec.claim}")
@@ -385,6 +425,7 @@ def _plan(args, spec) -> int:
 def _submit(args, spec) -> int:
     """``--executor slurm | submitit-local``: prepare here, submit the pending runs as one array."""
     from ablations import cluster
+    from ablations.regime import write_regime
     from ablations.runner import prepare, write_paper_models
 
     flags = {k: getattr(args, k) for k in ("partition", "account", "gpus_per_run", "time_min", "folder")}
@@ -411,12 +452,22 @@ def _submit(args, spec) -> int:
         _,
         pending,
     ):
+        active = cluster.still_active(pending, settings.folder)
+        if active:  # queued or running from an earlier submission: they will write their results
+            print(
+                f"{len(active)} of the pending runs are still queued or running from an earlier submission (jobs "
+                f"{', '.join(sorted(set(active.values())))}): not submitted again; cancel them (scancel) to resubmit",
+                file=sys.stderr,
+            )
+            pending = [r for r in pending if str(r["path"]) not in active]
         if not pending:
             return 0
         kind = "slurm" if args.executor == "slurm" else "local"
         jobs = cluster.submit(
             pending, settings, cluster=kind, cache_dir=args.cache, data_root=args.data_root, name=f"segbench-{spec.id}"
         )
+        cluster.record_submission(settings.folder, jobs, pending, kind)
+    write_regime(spec, args.results)
     print(cluster.describe(jobs, pending, settings, kind))
     if not args.wait:
         return 0
@@ -459,8 +510,11 @@ def main(argv: list[str] | None = None) -> int:
             return 130
     if args.command == "refingerprint":
         return _refingerprint(args)
+    if args.command == "regime":
+        return _regime(args)
     from ablations.cluster import ExecutorUnavailable
     from ablations.execute import MissingWeights
+    from ablations.regime import write_regime
     from ablations.runner import NotWritable, RunnerBusy, plan, run_sweep, write_paper_models
     from ablations.trunks import TrunkError
     from seg_core.data.checks import DataError
@@ -544,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
             result.failed_paths = [result.failed_paths[i] for i in keep]
         if shard is not None and not shard.leader:
             return 1 if result.failed else 0
+        write_regime(spec, args.results)  # what the claims can express at this scale (ablations.regime)
         print(
             f"{spec.id}: {result.ran} ran, {result.reused} reused, {result.skipped} already done, "
             f"{len(result.failed)} failed, {time.perf_counter() - t0:.1f} s",

@@ -25,6 +25,7 @@ on this machine): the tests use it, and it is a way to check a sweep before queu
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass, fields
@@ -147,6 +148,78 @@ def submit(
     executor.update_parameters(**params)
     n = len(pending)
     return executor.map_array(run_task, pending, [str(cache_dir)] * n, [data_root] * n)
+
+
+LEDGER = "segbench-submitted.json"  # in submitit's folder: run file -> the job that computes it
+ACTIVE_SLURM_STATES = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING")
+
+
+def record_submission(folder: str, jobs: list, pending: list[dict], cluster: str) -> None:
+    """Note which job computes which run file, so that the same command run again while they are
+    queued or running does not submit them a second time (:func:`still_active`)."""
+    from ablations.store import write_atomic
+
+    path = Path(folder) / LEDGER
+    ledger = _read_ledger(path)
+    for job, run in zip(jobs, pending):
+        ledger[str(run["path"])] = {"job_id": str(job.job_id), "cluster": cluster}
+    write_atomic(path, json.dumps(ledger, indent=1, sort_keys=True) + "\n")
+
+
+def _read_ledger(path: Path) -> dict:
+    try:
+        ledger = json.loads(path.read_text(encoding="utf-8"))
+        return ledger if isinstance(ledger, dict) else {}
+    except (OSError, ValueError):
+        return {}  # no ledger (never submitted from this folder) or an unreadable one: nothing known
+
+
+def still_active(pending: list[dict], folder: str) -> dict[str, str]:
+    """Of the ``pending`` runs, those whose job from an earlier submission (the ledger in
+    ``folder``) is still queued or running: run file -> job id. Slurm jobs are asked of
+    ``squeue``; submitit-local tasks are live processes of this machine."""
+    ledger = _read_ledger(Path(folder) / LEDGER)
+    known = {str(r["path"]): ledger[str(r["path"])] for r in pending if str(r["path"]) in ledger}
+    if not known:
+        return {}
+    slurm = sorted({e["job_id"] for e in known.values() if e.get("cluster") == "slurm"})
+    running = _slurm_active(slurm) if slurm else set()
+    active = {}
+    for path, entry in known.items():
+        job = str(entry.get("job_id"))
+        if entry.get("cluster") == "slurm" and job in running:
+            active[path] = job
+        elif entry.get("cluster") == "local" and _local_alive(job):
+            active[path] = job
+    return active
+
+
+def _slurm_active(job_ids: list[str]) -> set[str]:
+    """The job ids among ``job_ids`` that squeue lists in a state that will still write a result."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(job_ids)], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ExecutorUnavailable(f"cannot tell whether jobs {', '.join(job_ids)} still run: squeue: {e}") from None
+    active = set()
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1] in ACTIVE_SLURM_STATES:
+            active.add(parts[0])
+    return active
+
+
+def _local_alive(pid: str) -> bool:
+    """A submitit-local task (its controller process) still running on this machine."""
+    try:
+        cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+        status = Path(f"/proc/{int(pid)}/status").read_text()
+    except (OSError, ValueError):
+        return False
+    return b"submitit" in cmdline and "\nState:\tZ" not in status
 
 
 def describe(jobs: list, pending: list[dict], settings: SlurmSettings, cluster: str) -> str:

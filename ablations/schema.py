@@ -371,7 +371,10 @@ _CHECK = {
     "b_metric": (str, False),
     "base_metric": (str, False),
     "ours": (bool, False),  # our question beyond the paper: judged and shown, not counted in the paper's verdict
+    "not_testable": (dict, False),  # {kind = "stated", reason = ...}: why the mini protocol cannot express it
 }
+_NOT_TESTABLE = {"kind": (str, True), "reason": (str, True)}
+STATED_REASON_WORDS = 8  # a stated reason says what is missing and the measured figure, not "too small"
 _PAPER_MODEL = {"num_classes": (int, True), "input_size": (list[int], True), "model": (dict, False)}
 _VARIANT_PAPER_MODEL = {"model": (dict, False)}
 _SCALE_META = {"seeds": (list[int], True), "description": (str, False)}
@@ -387,7 +390,7 @@ _ITEM = {
 }
 _TIMING_DEFAULTS = {"model": (dict, False), "input_size": (list[int], False)}
 _COMPLEXITY = re.compile(r"^[a-z_][a-z0-9_]*\.(params|weights|macs)$")
-_MAX_SEED = 2**32 - 1  # torch seeds are 64-bit, numpy's and our data streams' 32-bit: keep to the smaller
+MAX_SEED = 2**32 - 1  # torch seeds are 64-bit, numpy's and our data streams' 32-bit: keep to the smaller
 
 
 def check_table(
@@ -442,9 +445,9 @@ def load_spec(path: str | Path) -> Spec | TimingSpec:
             raise doc.error(path, "scale names must be lower-case slugs")
         check_table(doc, path, block, {**_SCALE_META, **_SECTION_TABLES})
         seeds = block["seeds"]
-        if not seeds or any(not 0 <= s <= _MAX_SEED for s in seeds) or len(set(seeds)) != len(seeds):
+        if not seeds or any(not 0 <= s <= MAX_SEED for s in seeds) or len(set(seeds)) != len(seeds):
             raise doc.error(
-                f"{path}.seeds", f"expected a non-empty array of distinct integers in [0, {_MAX_SEED}], got {seeds!r}"
+                f"{path}.seeds", f"expected a non-empty array of distinct integers in [0, {MAX_SEED}], got {seeds!r}"
             )
         _check_sections_shallow(doc, path, block)
 
@@ -551,7 +554,7 @@ def _check_study(doc: Document, study: dict | None, scales: dict) -> dict:
                     f"study.{kind}", f"{key!r}: expected a config key section.key, section one of {list(SECTIONS)}"
                 )
     # the longest file name a run can get: a variant slug, each key's value, --search, seed, hash
-    longest = SLUG_MAX + len(f"--search--seed{_MAX_SEED}--12345678.json")
+    longest = SLUG_MAX + len(f"--search--seed{MAX_SEED}--12345678.json")
     for key, values in study["nuisance"].items():
         if not isinstance(values, list) or not values or len({json.dumps(v) for v in values}) != len(values):
             raise doc.error(f"study.nuisance.{key}", f"expected a list of distinct values to search, got {values!r}")
@@ -680,6 +683,27 @@ def _check_metric(doc: Document, path: str, metric: Any) -> None:
         raise doc.error(path, f"expected a metric name like 'miou' or 'boundary_pixel_acc', got {metric!r}")
 
 
+def _check_not_testable(doc: Document, path: str, mark: dict) -> None:
+    """A claim marked not testable at this scale by hand: only for a reason code cannot measure
+    (``kind = "stated"``, with the reason and its measured figure). The measurable kind (filter
+    taps off the feature map) is never written: :mod:`ablations.regime` measures it for every
+    pairwise claim, so a spec cannot choose it for a claim after seeing the result."""
+    check_table(doc, path, mark, _NOT_TESTABLE)
+    if mark["kind"] != "stated":
+        measured = " (taps on the map are measured for every claim by ablations.regime; remove the mark)"
+        raise doc.error(
+            f"{path}.kind",
+            f'expected "stated", got {mark["kind"]!r}'
+            + (measured if mark["kind"] in ("valid_taps", "taps", "tap_share", "regime") else ""),
+        )
+    if len(mark["reason"].split()) < STATED_REASON_WORDS:
+        raise doc.error(
+            f"{path}.reason",
+            f"got {mark['reason']!r}: a stated reason says what the mini protocol lacks and its measured figure "
+            f"(at least {STATED_REASON_WORDS} words)",
+        )
+
+
 def _check_report(doc: Document, report: dict, names: set[str]) -> None:
     checks = report.get("checks", [])
     if not checks:
@@ -689,6 +713,8 @@ def _check_report(doc: Document, report: dict, names: set[str]) -> None:
     for i, check in enumerate(checks):
         path = f"report.checks[{i}]"
         check_table(doc, path, check, _CHECK)
+        if "not_testable" in check:
+            _check_not_testable(doc, f"{path}.not_testable", check["not_testable"])
         kind = check.get("kind", "pairwise")
         if kind not in CHECK_KINDS:
             raise doc.error(f"{path}.kind", f"expected one of {list(CHECK_KINDS)}, got {kind!r}")
@@ -839,6 +865,32 @@ def config_hash(config: dict) -> str:
 
     text = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+# The rule of ablations.regime: half the taps. Below it the typical tap of a claim's differing
+# filters reads padding, and the filter is closer to a smaller one than to itself. Set with the
+# rule, before any claim was measured against it; one for every spec.
+MIN_TAP_SHARE = 0.5
+
+
+def compared_pairs(spec: Spec, check: dict) -> list[tuple[str, str]]:
+    """The variant pairs a claim compares, as :mod:`ablations.regime` measures them: a pairwise
+    claim's (a, b); an ordering claim's every pair of ranked variants (those with a paper value
+    for its metric), in the table's order: a rank orders every pair."""
+    if check.get("kind", "pairwise") == "pairwise":
+        return [(normalise_name(check["a"]), normalise_name(check["b"]))]
+    metric = check.get("metric", spec.metric)
+    return list(itertools.combinations([v.name for v in spec.variants if metric in v.paper], 2))
+
+
+def geometry_hash(spec: Spec, scale: str, variant_name: str) -> str:
+    """What a variant's layer geometry at ``scale`` depends on (its model, data and evaluation
+    model settings), hashed: a regime measurement (:mod:`ablations.regime`) is current while
+    this is unchanged."""
+    variant = next(v for v in spec.variants if v.name == normalise_name(variant_name))
+    merged, _ = spec.resolve(scale, variant)
+    part = {"model": merged["model"], "data": merged["data"], "eval_model": merged.get("eval", {}).get("model")}
+    return config_hash(part)[:12]
 
 
 def run_filename(variant_slug: str, seed: int, hash_: str) -> str:

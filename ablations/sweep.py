@@ -12,9 +12,18 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ablations.schema import SECTIONS, Spec, SpecError, apply_override, normalise_name, run_slug, study_trials
+from ablations.schema import (
+    MAX_SEED,
+    SECTIONS,
+    Spec,
+    SpecError,
+    apply_override,
+    normalise_name,
+    run_slug,
+    study_trials,
+)
 from ablations.store import config_hash, run_filename
-from ablations.validate import MAX_SEED, locator, validate_metrics, validate_run
+from ablations.validate import locator, validate_metrics, validate_run
 
 COMMAND_LINE = "<command line>"
 

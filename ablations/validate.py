@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ablations.protocol import postprocess_grid
-from ablations.schema import SpecError, check_type
+from ablations.schema import MAX_SEED, SpecError, check_type
 from seg_core.backbones import weights_enum
 from seg_core.engine import TrainConfig
 from seg_core.losses import CompositeLoss
@@ -72,8 +72,6 @@ EVAL = {
     "metrics": (list[str], False),
     "workers": (int, False),
 }
-MAX_SEED = 2**32 - 1
-
 Locate = Callable[[str], tuple[str, str]]  # config key ("model.k") -> (file, spec key path)
 
 
@@ -375,7 +373,7 @@ def _meta_outputs(
     for name in getattr(net, "extra_inputs", ()):
         if name not in INPUTS:
             return frozenset(), "", f"the model needs input {name!r}, which no registered maker provides"
-    too_large: list[str] = []
+    too_large: list[tuple[int, str]] = []  # (the kernel's larger side, the message)
 
     def check_kernel(module: nn.Conv2d, args) -> None:
         # Undilated kernels only: a dilated 3x3 whose taps fall off a small map degenerates to a
@@ -387,9 +385,12 @@ def _meta_outputs(
         for extent, side in zip(_extent(module), size):
             if extent > 2 * side - 1:
                 too_large.append(
-                    f"a {tuple(module.kernel_size)} convolution (dilation {tuple(module.dilation)}) "
-                    f"on a {tuple(size)} map: its extent {extent} is beyond 2 x {side} - 1, so some of "
-                    "its taps can never meet the input"
+                    (
+                        max(module.kernel_size),
+                        f"a {tuple(module.kernel_size)} convolution (dilation {tuple(module.dilation)}) "
+                        f"on a {tuple(size)} map: its extent {extent} is beyond 2 x {side} - 1, so some of "
+                        "its taps can never meet the input",
+                    )
                 )
 
     hooks = [m.register_forward_pre_hook(check_kernel) for m in net.modules() if isinstance(m, nn.Conv2d)]
@@ -401,8 +402,10 @@ def _meta_outputs(
     finally:
         for h in hooks:
             h.remove()
-    if too_large:
-        return frozenset(), "k" if "k" in model else "", too_large[0]
+    if too_large:  # blamed on the model option that sets that kernel size, where one option does
+        kernel, message = too_large[0]
+        keys = [k for k, v in model.items() if type(v) is int and v == kernel]
+        return frozenset(), keys[0] if len(keys) == 1 else "", message
     return frozenset(outputs), None, None
 
 

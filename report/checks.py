@@ -47,30 +47,36 @@ ORDERING_MIN_RHO = 0.5
 BOOTSTRAP_SAMPLES = 4000
 MAX_SEEDS = 100  # "seeds to decide" beyond this is reported as "more than 100"
 HOLDS, REVERSED, UNDECIDED, DIFFERS, INCOMPLETE = "holds", "reversed", "undecided", "differs", "incomplete"
+NOT_TESTABLE = "not testable"  # at this scale: by the rule of ablations.regime, or a reason the spec states
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CheckResult:
+    """One judged claim; built by keywords, every figure NaN and the outcome *incomplete* until
+    the judge fills them."""
+
     claim: str
     kind: str  # "pairwise" | "ordering"
-    a: str
-    b: str
+    a: str = ""
+    b: str = ""
     metric: str
-    expect: str
-    margin: float | None
-    paper_delta: float
-    delta: float  # mean of the per-seed differences (pairwise) or rho (ordering)
-    delta_sd: float
-    n: int
-    ci_low: float
-    ci_high: float
-    outcome: str
+    expect: str  # greater | less | similar | ordering
+    margin: float | None = None
+    paper_delta: float = math.nan
+    delta: float = math.nan  # mean of the per-seed differences (pairwise) or rho (ordering)
+    delta_sd: float = math.nan
+    n: int = 0
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    outcome: str = INCOMPLETE
     seeds_to_decide: int | None = None  # undecided pairwise claims: seeds likely needed (None: > MAX_SEEDS)
     missing: str = ""  # incomplete: what is missing
     min_rho: float | None = None  # ordering claims: the rank correlation needed
     b_metric: str | None = None  # pairwise claims reading another metric of b
     base_metric: str | None = None  # pairwise claims on the change of a - b from base_metric to metric
     ours: bool = False  # our question beyond the paper: not counted in the table's verdict
+    untestable: str = ""  # not testable at this scale: why (the measured rule, or the spec's stated reason)
+    tap_share: float | None = None  # the rule's measure: share of the mechanism layers' taps on the map
 
     @property
     def holds(self) -> bool:
@@ -131,20 +137,16 @@ def judge_pairwise(
     paired = paired.dropna()
     n = len(paired)
     result = CheckResult(
-        check["claim"],
-        "pairwise",
-        check["a"],
-        check["b"],
-        metric,
-        expect,
-        margin,
-        paper_delta,
-        float(paired.mean()) if n else math.nan,
-        math.nan,
-        n,
-        math.nan,
-        math.nan,
-        INCOMPLETE,
+        claim=check["claim"],
+        kind="pairwise",
+        a=check["a"],
+        b=check["b"],
+        metric=metric,
+        expect=expect,
+        margin=margin,
+        paper_delta=paper_delta,
+        delta=float(paired.mean()) if n else math.nan,
+        n=n,
         b_metric=b_metric,
         base_metric=base_metric,
     )
@@ -205,21 +207,7 @@ def judge_ordering(
             columns[name] = values
     n = len(theirs)
     result = CheckResult(
-        check["claim"],
-        "ordering",
-        "",
-        "",
-        metric,
-        "ordering",
-        None,
-        math.nan,
-        math.nan,
-        math.nan,
-        n,
-        math.nan,
-        math.nan,
-        INCOMPLETE,
-        min_rho=ORDERING_MIN_RHO,
+        claim=check["claim"], kind="ordering", metric=metric, expect="ordering", n=n, min_rho=ORDERING_MIN_RHO
     )
     with_paper = sum(1 for figures in paper.values() if metric in figures)
     if n < with_paper or n < 3:
@@ -301,14 +289,48 @@ def judge_all(
     paper: Mapping[str, Mapping[str, float]],
     df: pd.DataFrame,
     failed: Collection[str] = (),
+    regime: Mapping[int, dict] | None = None,
 ) -> list[CheckResult]:
-    return [judge(c, metric, paper, df, failed) for c in checks]
+    """Every claim; ``regime`` maps a check's index to its measurement at this scale
+    (``results/<id>/regime.json``, :mod:`ablations.regime`), None where it was not measured."""
+    results = [judge(c, metric, paper, df, failed) for c in checks]
+    for i, (check, result) in enumerate(zip(checks, results)):
+        mark_untestable(result, check, (regime or {}).get(i))
+    return results
+
+
+def mark_untestable(result: CheckResult, check: dict, measured: dict | None) -> None:
+    """A claim the mini protocol cannot express is *not testable at this scale*, whatever its
+    numbers (which stay shown): when the measured rule says so (``measured["testable"]`` is
+    false: fewer than the rule's share of the mechanism layers' taps read the feature map, where
+    the paper's configuration keeps that share), or when the spec states a reason code cannot
+    check (``not_testable = {kind = "stated", reason = ...}``). Never for a claim without both
+    variants' results: an incomplete claim stays incomplete."""
+    if measured is not None:
+        result.tap_share = measured["mini"]["min_share"]
+    if result.outcome == INCOMPLETE:
+        return
+    if measured is not None and not measured["testable"]:
+        paper = (measured.get("paper") or {}).get("min_share")
+        pair = "" if measured.get("kind", "pairwise") == "pairwise" else " of {} vs {}".format(*measured["deciding"])
+        result.untestable = (
+            f"only {measured['mini']['min_share']:.0%} of the taps of the differing filters{pair} land on the "
+            "feature map"
+            + (f", {paper:.0%} in the paper's setting" if paper is not None else "")
+            + f"; the rule needs {measured['rule_share']:.0%}"
+        )
+    elif "not_testable" in check:
+        result.untestable = check["not_testable"]["reason"]
+    if result.untestable:
+        result.outcome = NOT_TESTABLE
 
 
 def describe(r: CheckResult) -> str:
     """Short phrase for a verdict sentence."""
     if r.outcome == INCOMPLETE:
         return f"{r.claim}: incomplete ({r.missing})"
+    if r.outcome == NOT_TESTABLE:
+        return f"{r.claim}: not testable at this scale ({r.untestable})"
     if r.kind == "ordering":
         if math.isnan(r.ci_low):
             return f"{r.claim}: {r.outcome} ({r.missing})"
@@ -356,6 +378,22 @@ def table_verdict(results: list[CheckResult]) -> TableVerdict:
 
 
 def _paper_verdict(results: list[CheckResult]) -> TableVerdict:
+    """The label from the claims that can be tested at this scale; claims that cannot are counted
+    beside it ("...; 2 not testable at this scale"), never as failures."""
+    untestable = [r for r in results if r.outcome == NOT_TESTABLE]
+    if results and len(untestable) == len(results):
+        every = "the one claim is" if len(results) == 1 else f"all {len(results)} claims are"
+        head = f"not testable at this scale: {every} outside what the mini protocol can express"
+        return TableVerdict("not testable at this scale", f"{head}; {'; '.join(describe(r) for r in results)}", head)
+    verdict = _testable_verdict([r for r in results if r.outcome != NOT_TESTABLE], "testable " if untestable else "")
+    if untestable:
+        aside = f"; {len(untestable)} not testable at this scale"
+        verdict.short += aside
+        verdict.sentence += aside + ": " + "; ".join(describe(r) for r in untestable)
+    return verdict
+
+
+def _testable_verdict(results: list[CheckResult], which: str = "") -> TableVerdict:
     counts = {o: sum(r.outcome == o for r in results) for o in (HOLDS, REVERSED, DIFFERS, UNDECIDED, INCOMPLETE)}
     total = len(results)
     if counts[INCOMPLETE]:
@@ -364,12 +402,12 @@ def _paper_verdict(results: list[CheckResult]) -> TableVerdict:
     tally = ", ".join(f"{counts[o]} {o}" for o in (HOLDS, REVERSED, DIFFERS, UNDECIDED) if counts[o])
     others = "; ".join(describe(r) for r in results if not r.holds)
     if counts[HOLDS] == total:
-        every = "the one claim holds" if total == 1 else f"all {total} claims hold"
+        every = f"the one {which}claim holds" if total == 1 else f"all {total} {which}claims hold"
         return TableVerdict("reproduced", f"reproduced: {every}", f"reproduced: {every}")
     if counts[HOLDS]:
-        head = f"partially reproduced: {counts[HOLDS]} of {total} claims {'holds' if counts[HOLDS] == 1 else 'hold'}"
+        head = f"partially reproduced: {counts[HOLDS]} of {total} {which}claims {'holds' if counts[HOLDS] == 1 else 'hold'}"
         return TableVerdict("partially reproduced", f"{head} ({tally}); not: {others}", f"{head} ({tally})")
-    none = "the one claim does not hold" if total == 1 else f"none of the {total} claims holds"
+    none = f"the one {which}claim does not hold" if total == 1 else f"none of the {total} {which}claims holds"
     if counts[REVERSED] + counts[DIFFERS]:
         head = f"not reproduced: {none} ({tally})"
         return TableVerdict("not reproduced", f"{head}; {others}", head)

@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from report.checks import CI_LEVEL, CheckResult, check_id, seeds_phrase
+from report.checks import CI_LEVEL, NOT_TESTABLE, CheckResult, check_id, seeds_phrase
 from report.load import Table
 from report.tables import values
 
@@ -36,6 +36,7 @@ CLAIM_COLUMNS = [
     "n_seeds",
     "outcome",
     "reason",
+    "tap_share",
 ]
 TABLE_COLUMNS = ["paper", "table", "scale", "variant", "metric", "paper_value", "our_mean", "our_sd", "n_seeds"]
 
@@ -48,6 +49,8 @@ def claim_rows(paper: str, table: Table, results: list[CheckResult]) -> list[dic
     for number, r in enumerate(results, start=1):
         if r.outcome == "incomplete" or (r.kind == "ordering" and r.missing):
             reason = r.missing
+        elif r.outcome == NOT_TESTABLE:
+            reason = r.untestable
         elif r.outcome == "undecided" and r.kind == "pairwise":
             reason = seeds_phrase(r)
         else:
@@ -76,6 +79,7 @@ def claim_rows(paper: str, table: Table, results: list[CheckResult]) -> list[dic
                 "n_seeds": r.n,
                 "outcome": r.outcome,
                 "reason": reason,
+                "tap_share": r.tap_share,
             }
         )
     return rows

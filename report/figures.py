@@ -232,6 +232,7 @@ OUTCOME_COLOURS = {
     "undecided": "#8c8c8c",
     "reversed": "#d1352b",
     "differs": "#e08a1e",
+    "not testable": "#6a8cc7",
     "incomplete": "#c6c6c6",
 }
 

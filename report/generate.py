@@ -38,10 +38,11 @@ def render_table(
     spec = table.spec
     summary = summarise(table)
     failed = {f["variant"] for f in table.failed}
-    results = judge_all(spec.report.get("checks", []), spec.metric, _paper_figures(spec), table.runs, failed)
+    checks = spec.report.get("checks", [])
+    results = judge_all(checks, spec.metric, _paper_figures(spec), table.runs, failed, table.regime)
     before = None
     if untuned is not None:
-        before = judge_all(spec.report.get("checks", []), spec.metric, _paper_figures(spec), untuned.runs)
+        before = judge_all(checks, spec.metric, _paper_figures(spec), untuned.runs, regime=table.regime)
     verdict = table_verdict(results) if not table.runs.empty else None
     if verdict is None:
         from report.checks import TableVerdict

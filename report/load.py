@@ -26,7 +26,9 @@ from ablations.schema import (
     Spec,
     check_record,
     choose,
+    compared_pairs,
     config_hash,
+    geometry_hash,
     run_config,
     run_filename,
     run_slug,
@@ -56,6 +58,7 @@ class Table:
     expected: int = 0  # runs the spec plans (variants x its seeds); extra seeds are used too
     paper_models: dict | None = None
     choices: list[dict] = field(default_factory=list)  # [study]: per (variant, seed) the trial chosen
+    regime: dict[int, dict] | None = None  # mini scale: check index -> the rule's measurement (regime.json)
 
     @property
     def directory(self) -> str:
@@ -133,6 +136,8 @@ def load_table(spec: Spec, results_dir: Path, tag: str, split: str = "val", root
             by=["variant", "seed"], key=lambda c: c.map(order) if c.name == "variant" else c
         )
         table.runs = table.runs.reset_index(drop=True)
+    if tag == "mini":  # the spec's own mini configs: an override (mini+<hash>) may change their geometry
+        table.regime = load_regime(spec, results_dir)
     paper = results_dir / spec.id / "paper_model.json"
     if paper.is_file():
         try:
@@ -142,6 +147,36 @@ def load_table(spec: Spec, results_dir: Path, tag: str, split: str = "val", root
                 f"{paper}: not the paper-configuration counts ({e}); delete it and re-run the ablation"
             ) from None
     return table
+
+
+def load_regime(spec: Spec, results_dir: Path) -> dict[int, dict] | None:
+    """``results/<id>/regime.json`` (:mod:`ablations.regime`) by check index, each entry with the
+    rule's share (``rule_share``); None when the file is absent (the rule was not measured, and
+    the page says so). A file that is unreadable, or measured for other claims than the spec's
+    (a check added, removed or edited since), stops the report with the command that rewrites it."""
+    path = results_dir / spec.id / "regime.json"
+    if not path.is_file():
+        return None
+    fix = f"rewrite it with `python -m ablations regime {spec.id}`"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        share = float(data["rule"]["min_tap_share"])
+        entries = {int(e["check"]): {**e, "rule_share": share} for e in data["claims"]}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise ReportInputError(f"{path}: not a regime measurement ({e}); {fix}") from None
+    checks = spec.report.get("checks", [])
+    if sorted(entries) != list(range(len(checks))):
+        raise ReportInputError(f"{path}: measures {len(entries)} claims, the spec has {len(checks)}; {fix}")
+    for i, entry in entries.items():
+        check = checks[i]
+        pairs = [(p.get("a"), p.get("b")) for p in entry.get("pairs", [])]
+        if entry.get("claim") != check.get("claim") or pairs != compared_pairs(spec, check):
+            raise ReportInputError(f"{path}: claim {i + 1} was measured for another claim than the spec's; {fix}")
+        if entry.get("geometry") != {n: geometry_hash(spec, "mini", n) for n in entry["geometry"]}:
+            raise ReportInputError(
+                f"{path}: claim {i + 1} was measured on other models or data than the spec's now; {fix}"
+            )
+    return entries
 
 
 def _select(spec: Spec, scale: str, variant, seed: int, overrides: dict, records: dict, table: Table):

@@ -7,6 +7,7 @@ import re
 
 import pandas as pd
 
+from ablations.schema import MIN_TAP_SHARE
 from report.checks import CI_LEVEL, ORDERING_MIN_RHO, CheckResult, TableVerdict
 from report.load import Table
 from report.names import metric_name
@@ -98,12 +99,29 @@ def how_to_read() -> str:
             "The outcome words mean one thing each: *holds* (the paper's direction, decided), *reversed* (the "
             "opposite direction, decided), *differs* (decided, and outside what the claim allows without being "
             "opposite: an effect beyond an equivalence margin, a rank correlation below the bar, a timing ratio "
-            "outside its bound), *undecided* (the interval cannot tell; for timing ratios, *unstable*).",
+            "outside its bound), *undecided* (the interval cannot tell; for timing ratios, *unstable*), *not "
+            "testable* (at this scale: see below; its numbers are shown, never judged).",
+            "",
+            "## Not testable at this scale",
+            "",
+            "A claim whose mechanism the mini protocol cannot express is *not testable at this scale*, by a rule "
+            "that reads only the models and the data's sizes, never a result (`ablations/regime.py`, measured into "
+            "`results/<id>/regime.json`). For each pair of variants a claim compares (every pair, for a rank), the "
+            "spatial convolutions that differ between the two are its mechanism; if fewer than "
+            f"{MIN_TAP_SHARE:.0%} of their filter taps, summed over output cells, read the feature map rather than "
+            "its padding, in training or in evaluation, while at the paper's own configuration at least that share "
+            "does, the comparison no longer compares the paper's mechanism: a 3x3 filter at rate 8 on an 8x8 map "
+            "keeps only its centre tap (11%), a 1x1 in effect, where on the paper's 33x33 map it keeps 70%. A "
+            "filter that degenerates in the paper's setting too is the paper's own regime, and the claim is "
+            "tested. What code cannot measure (e.g. layers trained from scratch for a sliver of the paper's "
+            "schedule) a spec may state by hand on the claim, with its measured reason; the page shows the reason "
+            "either way. A table's verdict is decided on its testable claims, with the others counted beside it; "
+            "a table whose every claim is untestable is *not testable at this scale*.",
             "",
             "## Table verdicts",
             "",
-            "*Reproduced*: every paper claim holds. *Partially reproduced*: some hold. *Not reproduced*: none "
-            "holds and some are reversed or differ. *Undecided*: none can be decided with these seeds. "
+            "*Reproduced*: every testable paper claim holds. *Partially reproduced*: some hold. *Not reproduced*: "
+            "none holds and some are reversed or differ. *Undecided*: none can be decided with these seeds. "
             "*Incomplete*: runs are missing. *Blocked*: the spec says why it cannot run as specified yet.",
             "",
             "## Readings",
@@ -382,7 +400,7 @@ def link_citations(text: str) -> str:
     return re.sub(r"\[([a-z0-9][a-z0-9-]*) (C\d+(?:, ?C\d+)*)\](?!\()", r"[\1 \2](\1.md)", text)
 
 
-OUTCOME_COLUMNS = ("holds", "undecided", "reversed", "differs", "incomplete")
+OUTCOME_COLUMNS = ("holds", "undecided", "reversed", "differs", "not testable", "incomplete")
 
 
 _ARXIV = re.compile(r"arXiv (\d{4}\.\d{4,5})")
@@ -519,11 +537,7 @@ def summary_index(rows: list[dict], errors: list[str]) -> str:
     if summary:
         lines += ["## What reproduces", ""]
         lines += [
-            "Paper claims per paper, in order of publication (our own questions beyond the papers are not counted). "
-            "*no results*: tables without results yet (blocked or not run; their lines below say why). What each "
-            f"outcome means: [How to read this report]({HOW_TO_READ}). *runs, 2 cores*: a table's recorded run "
-            "times, two runs at a time (what re-running it from an empty results folder costs, its trunk's one-off "
-            "pretraining aside; each page gives the machine's calibration).",
+            f"Paper claims by outcome ([what each means]({HOW_TO_READ})), papers in order of publication:",
             "",
             pd.DataFrame([*summary, {"paper": "**all**", **totals}]).to_markdown(index=False),
             "",
@@ -534,7 +548,10 @@ def summary_index(rows: list[dict], errors: list[str]) -> str:
             "that the paper's direction is positive (an *about equal* claim is drawn as measured, with its margin "
             "shaded), the paper's effect as a diamond, coloured by outcome; ordering claims (a rank correlation) "
             "are counted in the table but not drawn. The axis is linear within 2 points of zero and logarithmic "
-            "beyond.",
+            "beyond. Our own questions beyond the papers are not counted. *no results*: tables without results yet "
+            "(blocked or not run; their lines below say why). *runs, 2 cores*: a table's recorded run times, two "
+            "runs at a time (what re-running it from an empty results folder costs, its trunk's one-off "
+            "pretraining aside; each page gives the machine's calibration).",
             "",
         ]
     for paper in papers:

@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from report.checks import CI_LEVEL, CheckResult, check_id, seeds_phrase
+from report.checks import CI_LEVEL, NOT_TESTABLE, CheckResult, check_id, seeds_phrase
 from report.load import Table
 from report.names import metric_name
 
@@ -209,6 +209,8 @@ def claims_table(results: list[CheckResult]) -> list[str]:
             outcome += f" ({seeds_phrase(r)})"
         elif r.outcome == "incomplete":
             outcome += f" ({r.missing})"
+        elif r.outcome == NOT_TESTABLE:
+            outcome = f"not testable at this scale ({r.untestable})"
         rows.append(
             {
                 "id": check_id(number),

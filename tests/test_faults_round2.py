@@ -471,3 +471,133 @@ def test_bad_evaluation_options_are_refused_before_training(tiny, capsys, overri
     assert code == 2 and f"<command line>: {message}" in err, err
     good = 'eval.inference={type="slide",crop=[16,16],stride=[8,8]}'
     assert ablations_main(cli_args(tiny, "run", "tiny", "--dry-run", good)) == 0
+
+
+def _returned_codes(tree) -> set[int]:
+    """Every exit status a module's functions can return: integer constants in ``return``
+    statements (an ``a if c else b`` included), module constants they name, and the integers a
+    returned local variable is assigned from (``how, code = (..., 143) if ... else (..., 130)``)."""
+    import ast
+
+    constants = {
+        t.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, int)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
+    ints = lambda node: {  # noqa: E731
+        n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and type(n.value) is int
+    }
+    codes: set[int] = set()
+    for function in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+        assigned: dict[str, set[int]] = {}
+        for node in ast.walk(function):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    for name in (n.id for n in ast.walk(target) if isinstance(n, ast.Name)):
+                        assigned.setdefault(name, set()).update(ints(node.value))
+        for node in ast.walk(function):
+            if isinstance(node, ast.Return) and node.value is not None:
+                if isinstance(node.value, ast.Name):
+                    codes |= (
+                        {constants[node.value.id]} if node.value.id in constants else assigned.get(node.value.id, set())
+                    )
+                elif not isinstance(node.value, ast.Call):  # a call returns another function's code
+                    codes |= ints(node.value)
+    return codes
+
+
+def test_the_readme_exit_code_table_covers_every_code_the_cli_returns():
+    """Issue 32: the README's table lists exactly the statuses `python -m ablations` can return
+    (read from the CLI's code, argparse's usage error 2 included) and says what each means."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    section = readme.split("## Exit codes of `python -m ablations`", 1)[1].split("\n## ", 1)[0]
+    table = {int(m.group(1)): m.group(2) for m in re.finditer(r"^\| (\d+) \| (.+) \|$", section, re.M)}
+    returned = _returned_codes(ast.parse((root / "ablations" / "cli.py").read_text())) | {2}  # argparse: 2
+    assert returned == set(table), (returned, set(table))
+    assert {0, 1, 2, 3, 130, 143} <= set(table) and all(len(text.split()) >= 3 for text in table.values())
+
+
+# ------------------------------ X: the same submit command while its tasks still run submits nothing
+def test_a_slurm_resubmit_skips_runs_whose_jobs_squeue_still_lists(tmp_path, monkeypatch):
+    import subprocess
+
+    from ablations import cluster
+
+    runs = [{"path": tmp_path / f"r{i}.json"} for i in range(3)]
+    jobs = [type("Job", (), {"job_id": f"77_{i}"})() for i in range(3)]
+    cluster.record_submission(str(tmp_path / "jobs"), jobs, runs, "slurm")
+    asked = []
+
+    def squeue(command, **kwargs):
+        asked.append(command)
+        listing = "77_0 RUNNING\n77_1 PENDING\n77_2 COMPLETED\n"  # 77_2 done (or failed): resubmit it
+        return subprocess.CompletedProcess(command, 0, stdout=listing, stderr="")
+
+    monkeypatch.setattr(subprocess, "run", squeue)
+    active = cluster.still_active(runs, str(tmp_path / "jobs"))
+    assert active == {str(runs[0]["path"]): "77_0", str(runs[1]["path"]): "77_1"}
+    assert asked and asked[0][:2] == ["squeue", "-h"] and "77_0,77_1,77_2" in asked[0]
+    assert cluster.still_active([{"path": tmp_path / "other.json"}], str(tmp_path / "jobs")) == {}  # never submitted
+
+
+@pytest.mark.slow
+def test_running_the_same_submitit_command_again_while_its_tasks_run_submits_nothing(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import cli_args
+
+    pytest.importorskip("submitit")
+    specs = tmp_path / "specs"
+    write_tiny_spec(specs, steps=1_000_000)  # runs until the test stops it
+    t = {"specs": specs, "results": tmp_path / "results", "cache": tmp_path / "cache"}
+    folder = tmp_path / "jobs"
+    command = [sys.executable, "-m", "ablations", *cli_args(t, "run", "tiny", "--seeds", "0", "--variant", "k=3")]
+    command += ["--executor", "submitit-local", "--slurm-folder", str(folder)]
+    root = Path(__file__).resolve().parent.parent
+
+    def submit(name: str) -> tuple[int, str, str]:
+        # output to files, not pipes: the local task inherits them and keeps a pipe open while it runs
+        out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+        with out.open("w") as o, err.open("w") as e:
+            code = subprocess.run(command, stdout=o, stderr=e, cwd=root, timeout=600).returncode
+        return code, out.read_text(), err.read_text()
+
+    code, out, err = submit("first")
+    ledger = json.loads((folder / "segbench-submitted.json").read_text())
+    try:
+        assert code == 0 and "submitted 1 runs" in out, err[-2000:]
+        code, out, err = submit("again")
+        assert code == 0, err[-2000:]
+        assert "still queued or running from an earlier submission" in err and "submitted" not in out
+        assert len(json.loads((folder / "segbench-submitted.json").read_text())) == 1
+    finally:  # stop the task: the controller and what it started
+        for entry in ledger.values():
+            for pid in [*_descendants(int(entry["job_id"])), int(entry["job_id"])]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def _descendants(pid: int) -> list[int]:
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found

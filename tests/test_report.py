@@ -323,7 +323,21 @@ def test_ordering_claims_are_judged_on_a_bootstrap_interval_against_one_bar():
 
 
 def _result(outcome):
-    return CheckResult("c", "pairwise", "a", "b", "miou", "greater", None, 1.0, 0.5, 0.1, 3, 0.1, 0.9, outcome)
+    return CheckResult(
+        claim="c",
+        kind="pairwise",
+        a="a",
+        b="b",
+        metric="miou",
+        expect="greater",
+        paper_delta=1.0,
+        delta=0.5,
+        delta_sd=0.1,
+        n=3,
+        ci_low=0.1,
+        ci_high=0.9,
+        outcome=outcome,
+    )
 
 
 @pytest.mark.parametrize(
@@ -665,12 +679,18 @@ def test_the_index_tallies_paper_claims_by_outcome():
     from report.pages import _tally, _tally_phrase
 
     def result(outcome, ours=False):
-        return CheckResult(
-            "c", "pairwise", "a", "b", "miou", "greater", None, 1.0, 0.5, 0.1, 3, 0.1, 0.9, outcome, ours=ours
-        )
+        return CheckResult(claim="c", kind="pairwise", metric="miou", expect="greater", outcome=outcome, ours=ours)
 
     tally = _tally([result("holds"), result("undecided"), result("reversed"), result("holds", ours=True)])
-    assert tally == {"claims": 3, "holds": 1, "undecided": 1, "reversed": 1, "differs": 0, "incomplete": 0}
+    assert tally == {
+        "claims": 3,
+        "holds": 1,
+        "undecided": 1,
+        "reversed": 1,
+        "differs": 0,
+        "not testable": 0,
+        "incomplete": 0,
+    }
     assert _tally_phrase(tally) == "1/3 hold, 1 undecided, 1 reversed"
 
 

@@ -48,7 +48,7 @@ def test_overrides_go_to_their_own_directory(tiny):
         == 0
     )
     assert not (tiny["results"] / "tiny" / "mini").exists()
-    (tag,) = [d.name for d in (tiny["results"] / "tiny").iterdir()]
+    (tag,) = [d.name for d in (tiny["results"] / "tiny").iterdir() if d.is_dir()]  # regime.json beside it
     assert tag.startswith("mini+")
     (path,) = results(tiny, tag)
     record = json.loads(path.read_text())
