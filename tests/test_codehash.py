@@ -139,6 +139,7 @@ def _stale_specs(root: Path) -> set[str]:
     return {spec for spec, codes in _records().items() if any(stale_sources(code, root) for code in codes)}
 
 
+@pytest.mark.slow
 def test_editing_a_gcn_head_marks_only_the_tables_that_use_it_stale(code_copy):
     assert _stale_specs(code_copy) == set()  # the committed results are current
     path = code_copy / "seg_core/models/gcn.py"

@@ -5,13 +5,12 @@ settings are chosen on held-out data."""
 import numpy as np
 import pytest
 import torch
-from conftest import cli_args
+from conftest import cli_args, needs_crf
 
 from seg_core import crf
-from seg_core.crf import available, crf_image
+from seg_core.crf import crf_image
 from seg_core.engine import evaluate
 
-needs_crf = pytest.mark.skipif(not available(), reason="needs the crf extra (pydensecrf2)")
 PARAMS = {"iterations": 10, "pos_w": 3.0, "pos_xy_std": 1.0, "bi_w": 10.0, "bi_xy_std": 20.0, "bi_rgb_std": 10.0}
 
 
@@ -41,6 +40,7 @@ def test_the_crf_moves_the_boundary_onto_the_colour_edge():
     assert crf_image(probs, image, PARAMS).sum(0) == pytest.approx(np.ones((64, 64)), abs=1e-4)
 
 
+@pytest.mark.slow
 @needs_crf
 def test_the_crf_is_deterministic_and_the_engine_applies_it_to_raw_images():
     probs, image = _edge_case()
@@ -120,6 +120,7 @@ def test_a_crf_grid_needs_held_out_data(tiny, capsys):
     assert main(cli_args(tiny, "run", "tiny", "--dry-run", "data.holdout_images=8")) == 0
 
 
+@pytest.mark.slow
 @needs_crf
 @pytest.mark.parametrize("dataset", ["shapes", "shapes_flat"])
 def test_the_crf_sharpens_a_blurred_but_correct_prediction_of_the_synthetic_scenes(dataset):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from conftest import needs_crf
 from torch import nn
 
 from seg_core.backbones import BACKBONES
@@ -41,6 +42,7 @@ def test_head_counts_in_closed_form_at_the_mini_width(rates, kernel, width):
     assert count_parameters(direct.head) == len(rates) * (9 * 32 * 5 + 5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "rates,kernel,width,paper",
     [([4], 7, 4096, 134.3), ([4], 4, 4096, 65.1), ([8], 4, 4096, 65.1), ([12], 3, 1024, 20.5)],
@@ -78,6 +80,7 @@ def test_the_rate_rule_keeps_rate_relative_to_the_map():
     assert info["paper_rates"] == [6, 12, 18, 24] and info["rates"] == [2, 5, 7, 9] and info["width"] == 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "output_stride,side,dilations", [(8, 9, [1, 1, 1, 2, 4]), (16, 5, [1, 1, 1, 1, 2]), (32, 3, [1, 1, 1, 1, 1])]
 )
@@ -145,6 +148,8 @@ def test_dropout_keeps_the_papers_noise_per_unit_at_another_width():
     assert model.describe()["dropout"] == pytest.approx(1 / 129, abs=1e-6)
 
 
+@needs_crf
+@pytest.mark.slow
 def test_every_paper_scale_deeplab_v1_v2_table_builds_its_trunk_at_output_stride_8():
     """DeepLab v1/v2 run their heads at output stride 8 (v2 Sec. 3.1). The builder takes the trunk
     as configured (the mini scale's trunk is at 4: its rates follow the map's side, 16 cells, not

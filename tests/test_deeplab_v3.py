@@ -176,6 +176,7 @@ V3PLUS_TABLE3 = [  # (train OS, eval OS, decoder): our MACs at 513x513 (B) | the
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("config", "ours", "paper"), V3PLUS_TABLE3, ids=[str(r[0]) for r in V3PLUS_TABLE3])
 def test_v3plus_table3_multiply_adds_at_the_paper_configuration(config, ours, paper):
     """ResNet-101, ASPP 6/12/18 at the training output stride (doubled at 8), image pooling,

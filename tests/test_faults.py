@@ -48,6 +48,7 @@ def _page(t):
 
 
 # ----------------------------------------------------------------- results lost or mixed
+@pytest.mark.slow
 def test_1_a_second_spec_file_with_the_same_id_is_refused(tiny, capsys):
     shutil.copy(tiny["spec"], tiny["specs"] / "tiny-copy.toml")  # id "tiny" in tiny-copy.toml
     assert main(cli_args(tiny, "list")) == 2
@@ -103,6 +104,7 @@ def test_5_one_normalisation_of_variant_names(tiny):
 
 
 # ---------------------------------------------------------------- verdicts from missing data
+@pytest.mark.slow
 def test_6_a_verdict_needs_its_data(tiny):
     assert _run(tiny, "--variant", "baseline", "--variant", "k=3") == 0
     page, index, _ = _page(tiny)
@@ -112,6 +114,7 @@ def test_6_a_verdict_needs_its_data(tiny):
     assert "**incomplete**" in line and "2 incomplete" in line and "runs 4/6" in line
 
 
+@pytest.mark.slow
 def test_7_a_diverging_run_is_recorded_as_failed_and_the_sweep_goes_on(tiny, capsys):
     _edit(
         tiny,
@@ -165,6 +168,7 @@ def test_8_9_bad_values_are_refused_at_dry_run(tiny, capsys, args, where, words)
     assert not tiny["results"].exists() and not tiny["cache"].exists()
 
 
+@pytest.mark.slow
 def test_9_a_native_crash_would_still_say_where():
     from ablations import runner
 
@@ -192,6 +196,7 @@ def test_10_a_broken_spec_file_is_flagged_and_the_others_go_on(tiny, capsys):
     assert "broken.toml" in index and "folder.toml" in index and "[Tiny GCN sweep](tiny.md)" in index
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", ["{}", "[]", "null", '{"schema": 2, "status": "ok"}', "\x00\x01"])
 def test_11_a_result_file_that_is_not_a_result(tiny, capsys, content):
     assert _run(tiny, "--variant", "baseline", "--seeds", "0") == 0
@@ -365,6 +370,7 @@ def test_list_is_quick_with_the_committed_specs_and_results():
 
 
 # ------------------------------------------------------------------------ fault injection
+@pytest.mark.slow
 def test_fault_injection_keeps_every_healthy_result_and_says_what_failed(tiny):
     """One run diverges, one result file is corrupted, the pretraining cache is truncated; then the
     sweep is run again: every healthy result survives byte-identical, the rest is redone, and the

@@ -141,6 +141,7 @@ def test_a_study_value_too_long_for_a_file_name_is_refused_before_any_work(tmp_p
 
 
 # -------------------------------------------------------------- O: a very long extends chain
+@pytest.mark.slow
 def test_an_extends_chain_too_deep_is_one_clear_error(tmp_path):
     write_tiny_spec(tmp_path)
     for i in range(1200):

@@ -4,6 +4,7 @@ the ablation switches."""
 
 import pytest
 import torch
+from conftest import needs_gscnn
 
 from seg_core.models.gscnn import GatedConv, image_gradients
 from seg_core.registry import MODELS, ConfigError
@@ -26,6 +27,7 @@ def test_the_gate_is_in_0_1_and_at_0_the_layer_is_a_plain_1x1_convolution():
     torch.testing.assert_close(GatedConv(4, gated=False)(x, s).shape, layer.out(x).shape)
 
 
+@needs_gscnn
 def test_two_outputs_and_the_image_gradients_input():
     torch.manual_seed(0)
     model = MODELS.build("gscnn", num_classes=5, **TINY).eval()

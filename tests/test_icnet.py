@@ -139,6 +139,7 @@ def test_downsampled_labels_and_upsampled_logits_agree_in_position(factor):
     assert sum(nearest_errors) / len(nearest_errors) == pytest.approx((factor - 1) / 2, abs=0.5)
 
 
+@pytest.mark.slow
 def test_a_perfect_low_resolution_predictor_scores_near_the_best_possible():
     """On the icnet specs' scenes, one-hot logits of the 1/8 targets upsampled to full size score
     within 1 mIoU point of a perfect 1/8 predictor of cell centres (the bound cell-centre sampling

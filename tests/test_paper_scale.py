@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import needs_crf, needs_paper
 from paper_trees import (
     TINY_GCN_PAPER,
     TINY_GSCNN_PAPER,
@@ -72,6 +73,7 @@ def test_a_label_value_outside_the_classes_names_the_file(tmp_path):
         verify_voc({"root": str(root)}, ["train", "val"])
 
 
+@needs_paper
 def test_cityscapes_label_ids_map_to_train_ids_by_the_official_table(tmp_path):
     from cityscapesscripts.helpers.labels import labels
 
@@ -95,7 +97,7 @@ def test_cityscapes_label_ids_map_to_train_ids_by_the_official_table(tmp_path):
     [
         ("gcn-k", None, "no VOCdevkit/VOC2012 here"),
         ("gcn-k", "voc-without-sbd", "train_aug needs the SBD augmentation"),
-        ("icnet-branches", "cityscapes-without-gtfine", "gtFine/train: missing folder"),
+        pytest.param("icnet-branches", "cityscapes-without-gtfine", "gtFine/train: missing folder", marks=needs_paper),
     ],
 )
 def test_a_bad_data_root_says_what_was_expected_and_how_to_get_it(tmp_path, capsys, spec_id, make, expected):
@@ -132,6 +134,7 @@ def _gcn_specs(tmp_path):
     return tiny_specs(tmp_path / "specs", "gcn-k", TINY_GCN_PAPER)
 
 
+@pytest.mark.slow
 def test_gcn_paper_scale_end_to_end_with_weights_from_the_hub_cache_and_the_report(tmp_path, torch_home, capsys):
     root = write_voc_sbd(tmp_path / "voc")
     weights = fake_imagenet_weights(torch_home)
@@ -170,6 +173,8 @@ def _run_paper(specs: Path, results: Path, spec_id: str, data_root: Path, varian
                  "--data-root", str(data_root), "--variant", variant])  # fmt: skip
 
 
+@needs_paper
+@pytest.mark.slow
 def test_icnet_paper_scale_end_to_end_from_a_trunk_checkpoint(tmp_path, capsys):
     from seg_core.registry import BACKBONES
 
@@ -203,6 +208,8 @@ def _tiny_gscnn_specs(dest: Path, delta: str = "") -> Path:
     return specs
 
 
+@needs_paper
+@pytest.mark.slow
 def test_gscnn_paper_scale_end_to_end_on_cityscapes_with_its_class_groups(tmp_path, capsys):
     """The Gated-SCNN protocol on Cityscapes: Canny on the raw images, boundary targets, the
     boundary F-score, the crop evaluation and the Cityscapes class groups all run."""
@@ -248,6 +255,7 @@ def test_a_metric_family_that_cannot_read_the_datasets_classes_fails_at_validati
     assert "'cityscapes'" in err and not (tmp_path / "r" / "gscnn-miou").exists()
 
 
+@needs_paper
 def test_a_trunk_checkpoint_that_does_not_fit_is_refused_before_training(tmp_path, capsys):
     from seg_core.registry import BACKBONES
 
@@ -261,6 +269,7 @@ def test_a_trunk_checkpoint_that_does_not_fit_is_refused_before_training(tmp_pat
     assert not (tmp_path / "r" / "icnet-branches" / "paper").exists()
 
 
+@pytest.mark.slow
 def test_plan_prints_runs_gpu_hours_and_what_is_missing(tmp_path, capsys, torch_home):
     code = main(["--results", str(tmp_path / "r"), "plan", "gcn-k", "--data-root", str(tmp_path / "nowhere")])
     out = capsys.readouterr().out
@@ -271,6 +280,8 @@ def test_plan_prints_runs_gpu_hours_and_what_is_missing(tmp_path, capsys, torch_
     assert out.count("resnet152-f82ba261.pth: the weights") == 1  # one line per missing file
 
 
+@needs_crf
+@pytest.mark.slow
 def test_every_ablation_spec_has_a_paper_scale_that_validates_and_plans():
     from ablations.planning import run_cost
     from ablations.schema import load_specs

@@ -5,6 +5,7 @@ MAC, packed onto the runner's parallel jobs."""
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -37,12 +38,15 @@ def recorded(tiny, monkeypatch):
 def _rows(out: str) -> dict[tuple[str, int], tuple[str, float, str]]:
     rows = {}
     for line in out.splitlines():
-        m = re.match(r"^(\S+)\s+(\d+)\s+(done|to run)\s+\S+\s+\d+ x \d+\s+(\S+)\s+(recorded|MACs|no record)$", line)
+        m = re.match(
+            r"^(\S+)\s+(\d+)\s+(done|reuse|to run)\s+\S+\s+\d+ x \d+\s+(\S+)\s+(recorded|MACs|no record)$", line
+        )
         if m:
-            rows[(m[1], int(m[2]))] = (m[3], float(m[4]), m[5])
+            rows[(m[1], int(m[2]))] = (m[3], math.nan if m[4] == "-" else float(m[4]), m[5])
     return rows
 
 
+@pytest.mark.slow
 def test_plan_estimates_from_recorded_runs_scaled_by_calibration_and_from_macs(recorded, capsys):
     assert ablations_main(cli_args(recorded, "plan", "tiny", "--scale", "mini", "--jobs", "1")) == 0
     out = capsys.readouterr().out
@@ -64,6 +68,19 @@ def test_plan_estimates_from_recorded_runs_scaled_by_calibration_and_from_macs(r
     assert "estimates: 2 MACs, 2 recorded" in out
 
 
+def test_plan_counts_a_run_another_spec_computed_as_reused_not_to_run(recorded, capsys):
+    """The runner copies a result of an identical config from another spec instead of computing
+    it; the plan says so and does not count its minutes."""
+    twin = recorded["specs"] / "twin.toml"
+    twin.write_text(recorded["spec"].read_text().replace('id = "tiny"', 'id = "twin"'))
+    assert ablations_main(cli_args(recorded, "plan", "twin", "--scale", "mini", "--jobs", "1")) == 0
+    out = capsys.readouterr().out
+    rows = _rows(out)
+    assert rows[("baseline", 0)][0] == rows[("k=3", 0)][0] == "reuse" and rows[("k=5", 0)][0] == "to run"
+    assert "(0 done, 2 reused from other specs, 4 to run)" in out and "(4 runs, 1 at a time" in out
+
+
+@pytest.mark.slow
 def test_plan_cold_estimates_every_run_as_if_none_were_done(recorded, capsys):
     assert ablations_main(cli_args(recorded, "plan", "tiny", "--scale", "mini", "--cold")) == 0
     rows = _rows(capsys.readouterr().out)

@@ -99,6 +99,7 @@ def test_a_claim_on_filters_that_read_mostly_padding_is_measured_not_testable(ti
     assert order["kind"] == "ordering" and len(order["pairs"]) == 3 and not order["testable"]
 
 
+@pytest.mark.slow
 def test_the_report_shows_the_claim_as_not_testable_and_judges_the_table_on_the_rest(tiny):
     _tiny_with_a_wide_rate(tiny)
     assert main(cli_args(tiny, "run", "tiny", "--jobs", "1", "--variant", "baseline", "--variant", "r=6")) == 0
@@ -149,6 +150,7 @@ def test_a_spec_marks_a_claim_untestable_only_with_a_stated_reason(tiny, mark, m
     assert message in str(e.value) and str(spec) in str(e.value)
 
 
+@pytest.mark.slow
 def test_a_stated_reason_shows_on_the_page_and_keeps_the_claim_out_of_the_verdict(tiny):
     spec = tiny["spec"]
     reason = "the synthetic shapes carry no texture, which the paper's method reads at every pixel"

@@ -26,6 +26,7 @@ from report.tables import claims_table
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_end_to_end_spec_to_results_to_report(tiny):
     assert main(cli_args(tiny, "run", "tiny")) == 0  # default jobs: the process pool on 2 cores
     out = tiny["root"] / "report"
@@ -57,6 +58,7 @@ def test_end_to_end_spec_to_results_to_report(tiny):
     assert {p: p.read_bytes() for p in written} == before  # deterministic
 
 
+@pytest.mark.slow
 def test_a_columns_figure_draws_each_variant_along_the_pages_columns(tiny, monkeypatch):
     """``report.plot = "columns"``: paper and ours along report.columns, one line per variant."""
     assert main(cli_args(tiny, "run", "tiny", "--seeds", "0", "1")) == 0
@@ -102,6 +104,7 @@ def test_blocked_spec_says_why_in_the_index_the_page_and_list(tiny, capsys):
     assert "tiny.toml" in err and "blocked" in err
 
 
+@pytest.mark.slow
 def test_report_reads_files_only():
     code = (
         "import sys, report.generate; loaded = {m for m in sys.modules if m.split('.')[0] in ('torch', 'seg_core', 'ablations')}; "
@@ -110,6 +113,7 @@ def test_report_reads_files_only():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_committed_report_matches_committed_results(tmp_path):
     """report/ is what the generator makes of results/ (nothing hand-edited, nothing stale), and
     holds no page or figure the generator no longer makes (orphans are pruned when it runs)."""
@@ -446,6 +450,7 @@ paper = { miou = 71.2, boundary_pixel_acc = 71.5 }
 """
 
 
+@pytest.mark.slow
 def test_end_to_end_claims_backbones_and_paper_config_counts(tiny):
     (tiny["specs"] / "tiny-claims.toml").write_text(CLAIMS_SPEC)
     assert main(cli_args(tiny, "run", "tiny-claims", "--jobs", "1")) == 0

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli_args
+from conftest import cli_args, needs_crf
 
 from ablations.cli import main
 from ablations.schema import SpecError, load_spec, study_trials
@@ -215,6 +215,7 @@ def test_malformed_spec_is_rejected_with_file_keypath_and_expectation(tiny, caps
     assert not tiny["results"].exists() and not tiny["cache"].exists()
 
 
+@pytest.mark.slow
 def test_cli_exit_status_is_2_in_a_real_process(tiny):
     text = tiny["spec"].read_text().replace("k = 5 }", "k = 6 }")
     tiny["spec"].write_text(text)
@@ -249,6 +250,8 @@ def test_bad_command_line_exits_2_and_writes_nothing(tiny, capsys, args, fragmen
     assert not tiny["results"].exists()
 
 
+@needs_crf
+@pytest.mark.slow
 def test_every_shipped_spec_validates_at_every_scale():
     specs = sorted((ROOT / "ablations" / "specs").glob("*.toml"))
     assert specs
@@ -269,6 +272,7 @@ def test_gcn_k_spec_carries_the_papers_numbers():
     assert len(spec.seeds("mini")) >= 3
 
 
+@pytest.mark.slow
 def test_paper_model_head_counts_match_tables_2_and_4_to_the_thousand():
     """The heads of gcn-vs-conv and stack-width, counted at the paper's configuration (the
     variant's model at the paper scale, 21 classes, 512 px; the paper's m) on the meta device,

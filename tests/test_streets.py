@@ -15,6 +15,7 @@ def scenes():
     return SyntheticStreets(split="val", num_images=128, seed=0)
 
 
+@pytest.mark.slow
 def test_deterministic_and_independent_of_how_many_images_are_made(scenes):
     again = DATASETS.build("streets", split="val", num_images=70, seed=0)
     assert torch.equal(again.images, scenes.images[:70]) and torch.equal(again.labels, scenes.labels[:70])

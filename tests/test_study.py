@@ -132,6 +132,7 @@ def test_a_setting_that_diverges_is_left_out_of_the_choice_not_a_failed_sweep(ti
     assert sorted(r["status"] for r in records) == ["failed", "ok"]
 
 
+@pytest.mark.slow
 def test_a_tuned_spec_extends_the_untuned_one_and_its_page_puts_both_verdicts_side_by_side(tiny, tmp_path):
     from report.generate import generate
 
@@ -153,6 +154,7 @@ def test_a_tuned_spec_extends_the_untuned_one_and_its_page_puts_both_verdicts_si
     assert row.rstrip(" |").endswith("[tiny-tuned](tiny-tuned.md)")  # linked from the table it tests
 
 
+@pytest.mark.slow
 def test_a_chosen_setting_whose_final_run_fails_gives_way_to_the_next_best(tiny, tmp_path, capsys, monkeypatch):
     """The search run at the chosen setting is fine, but the final run (the spec's own schedule) at
     it diverges: the sweep runs the next best setting's final run, succeeds, and the report uses

@@ -5,6 +5,7 @@ it, and the report renders its table, claims and figure."""
 
 import json
 
+import pytest
 import toy_family  # noqa: F401  (registers the toy family, as seg_core/models/__init__ imports a family)
 from conftest import cli_args
 
@@ -65,6 +66,7 @@ lr = 0.01
 """
 
 
+@pytest.mark.slow
 def test_a_new_family_and_its_table_need_no_driver_or_report_change(tiny, capsys):
     (tiny["specs"] / "_base").mkdir()
     (tiny["specs"] / "_base" / "toy-mini.toml").write_text(TOY_BASE)

@@ -63,6 +63,7 @@ def test_a_record_lacking_its_trunks_digest_or_naming_another_is_stale(tmp_path)
     assert "not in" in trunks.stale_parts(gone, ROOT)[0]
 
 
+@pytest.mark.slow
 def test_a_tiny_trunk_is_committed_linked_used_remade_and_refused_when_damaged(tiny, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(trunks, "TRUNKS", tmp_path / "trunks")
     args = lambda *a: cli_args(tiny, *a)  # noqa: E731
@@ -120,6 +121,7 @@ def test_a_damaged_committed_trunk_is_a_clear_error(tiny, tmp_path, monkeypatch,
     assert str(meta_path.with_suffix(".pt" if damage == "truncate" else ".json")) in err
 
 
+@pytest.mark.slow
 def test_records_of_an_uncached_trunk_are_linked_only_after_a_bitwise_rerun(tiny, tmp_path, monkeypatch, capsys):
     """Records made from a cache entry that is gone: the trunk pretrained again is tied to them
     only when one of them, re-run from it, gives every metric bit for bit."""
