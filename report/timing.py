@@ -180,12 +180,16 @@ def _calibration(spec: TimingSpec, measured: dict) -> str:
 
 
 def figure(spec: TimingSpec, table: pd.DataFrame, path: Path) -> bool:
-    """Stacked bars of the items' times per group, and their shares (when items have groups)."""
+    """Per group: stacked bars of the items' times and their shares when the items are stages of
+    one model (``stage``: parts of a whole); bars side by side when they are alternatives."""
     import seaborn as sns
 
     grouped = table[table.group.notna() & table.measured]
     if grouped.empty:
         return False
+    stages = {i.name for i in spec.items if i.stage is not None}
+    if not set(grouped["item"]) <= stages:
+        return _alternatives_figure(spec, grouped, path)
     plt = plotting.pyplot()
     groups = list(dict.fromkeys(grouped["group"]))
     parts = list(dict.fromkeys(grouped["item"].map(lambda n: n.split(" @ ")[0])))
@@ -206,10 +210,56 @@ def figure(spec: TimingSpec, table: pd.DataFrame, path: Path) -> bool:
     ax1.set_title("Time per item")
     ax2.set_title("Share of each item")
     ax2.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9)
-    fig.suptitle(f"{spec.title} ({spec.paper_table})")
+    reference = spec.reference.split(" @ ")[0]
+    form = "{}: {:g}x faster than {} in the paper" if spec.compare == "speedup" else "{} = {:g} x {} in the paper"
+    notes = [  # the paper's figures for these items, beside ours (median; range over rounds)
+        form.format(r.item.split(" @ ")[0], r.paper_ratio, reference)
+        + f"; ours {r.ratio:.1f} ({r.ratio_low:.1f}-{r.ratio_high:.1f})"
+        for r in grouped.itertuples()
+        if r.item != spec.reference and math.isfinite(r.paper_ratio) and math.isfinite(r.ratio)
+    ]
+    if notes:
+        ax1.text(
+            0.98, 0.97, "\n".join(notes), transform=ax1.transAxes, ha="right", va="top", fontsize=9,
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7"},
+        )  # fmt: skip
+    fig.suptitle(spec.title)
     fig.tight_layout()
     plotting.save(fig, path)
     return True
+
+
+def _alternatives_figure(spec: TimingSpec, grouped: pd.DataFrame, path: Path) -> bool:
+    """Alternatives (whole models doing the same job) side by side, per group: never stacked."""
+    plt = plotting.pyplot()
+    groups = list(dict.fromkeys(grouped["group"]))
+    fig, ax = plt.subplots(figsize=(9.5, 1.0 + 0.5 * len(grouped) + 0.4 * len(groups)))
+    labels, y = [], 0
+    for group in groups:
+        for r in grouped[grouped.group == group].itertuples():
+            ax.barh(y, r.ms / 1000, color="#4c72b0", height=0.6)
+            ax.text(r.ms / 1000, y, f" {r.ms / 1000:.2f} s", va="center", fontsize=9)
+            labels.append(f"{r.item} ({group})" if len(groups) > 1 else r.item)
+            y += 1
+        y += 0.5
+    ax.set_yticks(_bar_positions(grouped, groups), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("time per image (s), median of the rounds")
+    ax.set_xlim(0, grouped["ms"].max() / 1000 * 1.25)
+    fig.suptitle(spec.title, fontsize=11)
+    fig.tight_layout()
+    plotting.save(fig, path)
+    return True
+
+
+def _bar_positions(grouped: pd.DataFrame, groups: list) -> list[float]:
+    positions, y = [], 0.0
+    for group in groups:
+        for _ in range(int((grouped.group == group).sum())):
+            positions.append(y)
+            y += 1
+        y += 0.5
+    return positions
 
 
 def page(

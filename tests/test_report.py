@@ -768,3 +768,36 @@ def test_every_metric_the_specs_use_has_a_readers_name():
             used |= {check[k] for k in ("metric", "b_metric", "base_metric") if k in check}
     assert len(used) > 10 and not [m for m in sorted(used) if "_" in metric_name(m)]
     assert metric_name("bf_3px") == "boundary F at 3 px" and metric_name("raw_miou") == "mIoU before post-processing"
+
+
+def test_a_timing_figure_stacks_stages_of_one_model_and_never_stacks_alternatives(tmp_path, monkeypatch):
+    """Issue 30 (7): stages of one model stack (parts of a whole), with the paper's figure beside
+    ours; whole models in one group (alternatives) are drawn side by side, never stacked."""
+    from ablations.schema import load_spec
+    from report import timing
+
+    path = tmp_path / "tiny-timing.toml"
+    path.write_text(TIMING_SPEC.replace('stage = "res4"\ngroup = "full"', 'stage = "res4"\ngroup = "full"\n'))
+    spec = load_spec(path)
+    measured = {
+        ("tiny-timing", n): {"ms": ms, "ms_min": ms, "ms_max": ms}
+        for n, ms in [("big", 10.0), ("stage a @ full", 20.0)]
+    }
+    drawn = []
+    monkeypatch.setattr(timing, "_alternatives_figure", lambda *a: drawn.append("side by side") or True)
+    texts = []
+    import matplotlib.axes
+
+    real_text = matplotlib.axes.Axes.text
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "text", lambda self, *a, **k: texts.append(a[2]) or real_text(self, *a, **k)
+    )
+    assert timing.figure(spec, timing.rows(spec, measured), tmp_path / "stages.png") and not drawn
+    assert any("stage a: 4x faster than big in the paper; ours 0.5" in t for t in texts), texts
+    alternatives = (
+        path.read_text().replace('stage = "res4"\n', "").replace('name = "small"', 'name = "small"\ngroup = "full"')
+    )
+    path.write_text(alternatives)
+    spec = load_spec(path)
+    measured[("tiny-timing", "small")] = {"ms": 2.0, "ms_min": 2.0, "ms_max": 2.0}
+    assert timing.figure(spec, timing.rows(spec, measured), tmp_path / "alternatives.png") and drawn == ["side by side"]
