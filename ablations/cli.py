@@ -485,6 +485,104 @@ def _submit(args, spec) -> int:
     return 1 if failed else 0
 
 
+def _run_local(args, spec) -> int:
+    """``run`` here: the sweep (its ``[study]``'s search, then the chosen settings), the regime
+    measurement, and the one-line summary. The runs are kept on ``args.planned_runs`` so that an
+    interrupt can say how many are done."""
+    from ablations.regime import write_regime
+    from ablations.runner import run_sweep, write_paper_models
+
+    if args.jobs is not None and args.jobs < 1:
+        raise SpecError(COMMAND_LINE, "--jobs", f"expected an integer >= 1, got {args.jobs}")
+    runs = args.planned_runs = _expand(args, spec)
+    _require_devices(args, spec, runs)
+    if spec.blocked:
+        print(f"note: {spec.id} is marked blocked ({spec.file.name}): {spec.blocked}", file=sys.stderr)
+    if args.dry_run:
+        for run in runs:
+            print(run["path"])
+        if spec.study.get("search"):
+            print("(then one final run per variant and seed, with the setting the search chooses)", file=sys.stderr)
+        return 0
+    t0 = time.perf_counter()
+    write_paper_models(spec, args.results)
+    shard = _shard(args)
+    sweep = dict(
+        cache_dir=args.cache,
+        jobs=args.jobs,
+        retry_failed=args.retry_failed,
+        data_root=args.data_root,
+        shard=shard,
+    )
+    result = run_sweep(runs, **sweep)
+    if spec.study.get("search"):  # the final runs: each (variant, seed) at its chosen setting
+        _final_runs(args, spec, runs, result, sweep)
+    if spec.study:  # a setting that failed is an outcome of the search, not a failure of the sweep
+        _leave_out_settled_failures(args, spec, runs, result)
+    if shard is not None and not shard.leader:
+        return 1 if result.failed else 0
+    write_regime(spec, args.results)  # what the claims can express at this scale (ablations.regime)
+    print(
+        f"{spec.id}: {result.ran} ran, {result.reused} reused, {result.skipped} already done, "
+        f"{len(result.failed)} failed, {time.perf_counter() - t0:.1f} s",
+        file=sys.stderr,
+    )
+    if result.failed:
+        print(
+            "failed runs (recorded; run again with --retry-failed):\n  " + "\n  ".join(result.failed),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _final_runs(args, spec, runs: list[dict], result, sweep: dict) -> None:
+    """After a ``[study]``'s search: each (variant, seed) at its chosen setting, with the spec's
+    own schedule; a chosen setting whose final run fails gives way to the next best
+    (:mod:`ablations.study`). Adds the final runs' counts to ``result``."""
+    from ablations.runner import run_sweep
+    from ablations.study import failed_finals, settle
+
+    while True:
+        chosen, excluded = settle(spec, runs, lambda c: _expand(args, spec, c))
+        fallback = sum(map(len, excluded.values()))
+        print(
+            f"{spec.id}: search done, running the {len(chosen)} chosen settings"
+            + (f" ({fallback} chosen before failed in the final run: the next best instead)" if fallback else ""),
+            file=sys.stderr,
+        )
+        final = _expand(args, spec, chosen)
+        second = run_sweep(final, **sweep)
+        result.ran, result.reused, result.skipped = (
+            result.ran + second.ran,
+            result.reused + second.reused,
+            result.skipped + second.skipped,
+        )
+        result.failed += second.failed
+        result.failed_paths += second.failed_paths
+        if not failed_finals(final):
+            return
+
+
+def _leave_out_settled_failures(args, spec, runs: list[dict], result) -> None:
+    """A ``[study]`` setting that diverged is an outcome of the search, not a failure of the
+    sweep: the failures of (variant, seed) pairs the study has settled leave ``result.failed``
+    (and are listed once)."""
+    from ablations.study import settle
+
+    settled, excluded = settle(spec, runs, lambda c: _expand(args, spec, c))
+    left_out = {r["path"] for r in runs if (r["variant"], r["config"]["seed"]) in settled}
+    for rank in range(max(map(len, excluded.values()), default=0)):  # the final runs that gave way
+        gave_way = {key: trials[rank] for key, trials in excluded.items() if rank < len(trials)}
+        left_out |= {r["path"] for r in _expand(args, spec, gave_way) if (r["variant"], r["config"]["seed"]) in settled}
+    keep = [i for i, p in enumerate(result.failed_paths) if p not in left_out]
+    dropped = [result.failed[i] for i in range(len(result.failed)) if i not in keep]
+    if dropped:
+        print("settings that diverged, left out of the choice:\n  " + "\n  ".join(dropped), file=sys.stderr)
+    result.failed = [result.failed[i] for i in keep]
+    result.failed_paths = [result.failed_paths[i] for i in keep]
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so that the same clean shutdown
     runs (workers stopped, complete files only) and the command exits 143 with one line."""
@@ -514,8 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         return _regime(args)
     from ablations.cluster import ExecutorUnavailable
     from ablations.execute import MissingWeights
-    from ablations.regime import write_regime
-    from ablations.runner import NotWritable, RunnerBusy, plan, run_sweep, write_paper_models
+    from ablations.runner import NotWritable, RunnerBusy, plan
     from ablations.trunks import TrunkError
     from seg_core.data.checks import DataError
 
@@ -531,86 +628,7 @@ def main(argv: list[str] | None = None) -> int:
             return _pretrain(args, spec)
         if args.executor != "local":
             return _submit(args, spec)
-        if args.jobs is not None and args.jobs < 1:
-            raise SpecError(COMMAND_LINE, "--jobs", f"expected an integer >= 1, got {args.jobs}")
-        runs = _expand(args, spec)
-        _require_devices(args, spec, runs)
-        if spec.blocked:
-            print(f"note: {spec.id} is marked blocked ({spec.file.name}): {spec.blocked}", file=sys.stderr)
-        if args.dry_run:
-            for run in runs:
-                print(run["path"])
-            if spec.study.get("search"):
-                print("(then one final run per variant and seed, with the setting the search chooses)", file=sys.stderr)
-            return 0
-        t0 = time.perf_counter()
-        write_paper_models(spec, args.results)
-        shard = _shard(args)
-        sweep = dict(
-            cache_dir=args.cache,
-            jobs=args.jobs,
-            retry_failed=args.retry_failed,
-            data_root=args.data_root,
-            shard=shard,
-        )
-        result = run_sweep(runs, **sweep)
-        if spec.study.get("search"):  # the final runs: each (variant, seed) at its chosen setting
-            from ablations.study import failed_finals, settle
-
-            while True:  # a chosen setting whose final run fails gives way to the next best (ablations.study)
-                chosen, excluded = settle(spec, runs, lambda c: _expand(args, spec, c))
-                fallback = sum(map(len, excluded.values()))
-                print(
-                    f"{spec.id}: search done, running the {len(chosen)} chosen settings"
-                    + (
-                        f" ({fallback} chosen before failed in the final run: the next best instead)"
-                        if fallback
-                        else ""
-                    ),
-                    file=sys.stderr,
-                )
-                final = _expand(args, spec, chosen)
-                second = run_sweep(final, **sweep)
-                result.ran, result.reused, result.skipped = (
-                    result.ran + second.ran,
-                    result.reused + second.reused,
-                    result.skipped + second.skipped,
-                )
-                result.failed += second.failed
-                result.failed_paths += second.failed_paths
-                if not failed_finals(final):
-                    break
-        if spec.study:  # a setting that failed is an outcome of the search, not a failure of the sweep
-            from ablations.study import settle
-
-            settled, excluded = settle(spec, runs, lambda c: _expand(args, spec, c))
-            left_out = {r["path"] for r in runs if (r["variant"], r["config"]["seed"]) in settled}
-            for rank in range(max(map(len, excluded.values()), default=0)):  # the final runs that gave way
-                gave_way = {key: trials[rank] for key, trials in excluded.items() if rank < len(trials)}
-                left_out |= {
-                    r["path"] for r in _expand(args, spec, gave_way) if (r["variant"], r["config"]["seed"]) in settled
-                }
-            keep = [i for i, p in enumerate(result.failed_paths) if p not in left_out]
-            dropped = [result.failed[i] for i in range(len(result.failed)) if i not in keep]
-            if dropped:
-                print("settings that diverged, left out of the choice:\n  " + "\n  ".join(dropped), file=sys.stderr)
-            result.failed = [result.failed[i] for i in keep]
-            result.failed_paths = [result.failed_paths[i] for i in keep]
-        if shard is not None and not shard.leader:
-            return 1 if result.failed else 0
-        write_regime(spec, args.results)  # what the claims can express at this scale (ablations.regime)
-        print(
-            f"{spec.id}: {result.ran} ran, {result.reused} reused, {result.skipped} already done, "
-            f"{len(result.failed)} failed, {time.perf_counter() - t0:.1f} s",
-            file=sys.stderr,
-        )
-        if result.failed:
-            print(
-                "failed runs (recorded; run again with --retry-failed):\n  " + "\n  ".join(result.failed),
-                file=sys.stderr,
-            )
-            return 1
-        return 0
+        return _run_local(args, spec)
     except (SpecError, RunnerBusy, NotWritable, DataError, MissingWeights, ExecutorUnavailable, TrunkError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -626,7 +644,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_DISK_FULL
     except KeyboardInterrupt as e:
         how, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
-        if args.command == "run" and "runs" in locals():
+        runs = getattr(args, "planned_runs", None)
+        if args.command == "run" and runs is not None:
             done, _ = plan(runs)
             print(f"{how}: {len(done)} of {len(runs)} runs done; run again to resume", file=sys.stderr)
         else:
