@@ -380,6 +380,12 @@ def ablation_page(
     lines += warnings(table)
     lines += verdict_section(verdict)
     lines += claims_table(results)
+    if table.tag == "mini" and table.regime is None and results:
+        lines += [
+            f"> The scale check was not measured (no `results/{spec.id}/regime.json`): no claim is marked *not "
+            f"testable at this scale* until `python -m ablations regime {spec.id}` measures it.",
+            "",
+        ]
     if fig_rel:
         lines += [f"![{spec.title}]({fig_rel})", ""]
     lines += ["## Table", "", *main_table(table, summary)]

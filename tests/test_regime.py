@@ -114,6 +114,15 @@ def test_the_report_shows_the_claim_as_not_testable_and_judges_the_table_on_the_
     assert "not testable" in index.split("## ", 2)[1]  # a column of the summary
 
 
+def test_a_page_without_a_regime_measurement_says_so(tiny):
+    _tiny_with_a_wide_rate(tiny)
+    assert main(cli_args(tiny, "run", "tiny", "--jobs", "1", "--variant", "baseline", "--variant", "r=6")) == 0
+    (tiny["results"] / "tiny" / "regime.json").unlink()
+    generate(tiny["specs"], tiny["results"], tiny["root"] / "report")
+    page = (tiny["root"] / "report" / "tiny.md").read_text()
+    assert "The scale check was not measured" in page and "not testable at this scale (" not in page
+
+
 def test_a_regime_file_measured_for_other_claims_stops_the_report(tiny):
     _tiny_with_a_wide_rate(tiny)
     assert main(cli_args(tiny, "regime", "tiny")) == 0
