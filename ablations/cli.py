@@ -271,9 +271,8 @@ def _regime(args) -> int:
         specs = [s for s in specs if s.kind == "ablation"]
         bar = progress(len(specs), desc="regime", unit="spec")
         for spec in specs:
-            path = write_regime(spec, args.results)
+            claims = write_regime(spec, args.results)["claims"]
             bar.update()
-            claims = json.loads(path.read_text(encoding="utf-8"))["claims"]
             untestable = [f"C{c['check'] + 1}" for c in claims if not c["testable"]]
             print(
                 f"{spec.id}: {len(claims)} claim{'' if len(claims) == 1 else 's'} measured"

@@ -33,11 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ablations.execute import MissingWeights, paper_model_complexity, require_checkpoint, require_weights
-from ablations.protocol import ROOT, dataset_kwargs
-from ablations.runner import default_jobs
+from ablations.protocol import dataset_kwargs
+from ablations.runner import default_jobs, reusable
 from ablations.runner import plan as split_done
-from ablations.store import find_computed
-from ablations.trunks import stale_parts
 from ablations.validate import dataset_facts, evaluated_size
 from seg_core.data.checks import DataError
 from seg_core.registry import DATASETS
@@ -214,13 +212,6 @@ def missing_inputs(runs: list[dict], data_root: str | None) -> list[str]:
     return problems
 
 
-def _reusable(run: dict) -> bool:
-    """A successful result of this exact config, with current code, written for another spec (the
-    runner copies it instead of computing it: :func:`ablations.runner._reuse`)."""
-    found = find_computed(Path(run["path"]).parents[2], run["config_hash"], Path(run["path"]))
-    return found is not None and not stale_parts(found[1], ROOT)
-
-
 def on_cpu(runs: list[dict]) -> bool:
     return bool(runs) and all(r["config"]["train"].get("device", "cpu") == "cpu" for r in runs)
 
@@ -242,12 +233,12 @@ def describe(
     minutes on this machine; on GPU its GPU-hours at ``tflops``."""
     done, pending = ([], list(runs)) if cold else split_done(runs)
     done_paths = {r["path"] for r in done}
-    reusable = set() if cold else {r["path"] for r in pending if _reusable(r)}  # copied, not computed
-    pending = [r for r in pending if r["path"] not in reusable]
+    reused = set() if cold else {r["path"] for r in pending if reusable(r)}  # copied, not computed
+    pending = [r for r in pending if r["path"] not in reused]
     cpu = on_cpu(runs) and calibration is not None and results_dir is not None
     lines = [
         f"{spec_id} at scale {scale}: {len(runs)} runs ({len(done)} done, "
-        + (f"{len(reusable)} reused from other specs, " if reusable else "")
+        + (f"{len(reused)} reused from other specs, " if reused else "")
         + f"{len(pending)} to run); "
         f"results in {Path(runs[0]['path']).parent}"
         if runs
@@ -265,7 +256,7 @@ def describe(
         key = config_key(run["config"])
         cost = costs.get(key) or run_cost(run["config"])
         costs[key] = cost
-        status = "done" if run["path"] in done_paths else "reuse" if run["path"] in reusable else "to run"
+        status = "done" if run["path"] in done_paths else "reuse" if run["path"] in reused else "to run"
         if estimator is not None:
             seconds, how = estimator.estimate(run, spec_id)
             cost_text = f"{'-' if seconds is None else format(seconds / 60, '.1f'):>8}  {how}"

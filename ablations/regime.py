@@ -8,9 +8,10 @@ map (:mod:`seg_core.regime`), in training or in evaluation, while at the paper's
 they do: the paper's large kernels or rates then mostly read padding at our scale (a 3x3 at
 rate 8 on an 8x8 map is a 1x1; on the paper's 33x33 map 70% of its taps read the map), so the
 comparison no longer compares the paper's mechanism, whatever its numbers say. Where the
-paper's own configuration is below the share too (DeepLab v3's rate 24 on 33 cells, which the
-paper discusses), the mini run is in the paper's regime and the claim is tested. The threshold is one for every
-spec and every claim, and the rule reads only the models and the data's sizes, never a result.
+paper's own configuration is below the share too (a rate that degenerates on the paper's map as
+well), the mini run is in the paper's regime and the claim is tested. The threshold is one for
+every spec and every claim, and the rule reads only the models and the data's sizes, never a
+result.
 
 A claim whose variants differ in no spatial layer (a loss, a schedule, a fusion rule) is always
 testable by this rule. An ordering claim (a rank over the variants with a paper value) is
@@ -46,13 +47,13 @@ def _coverage(spec: Spec, scale: str, variant) -> dict[str, dict[str, ConvTaps]]
     """Per pass (training at the input size, evaluation at the evaluated size with the
     evaluation's model settings), the variant's spatial convolutions and their taps."""
     merged, _ = spec.resolve(scale, variant)
-    classes = len(dataset_facts(merged["data"])[0])
-    sizes = {"train": dataset_facts(merged["data"])[1], "eval": evaluated_size(merged["data"])}
+    class_names, train_size = dataset_facts(merged["data"])
+    sizes = {"train": train_size, "eval": evaluated_size(merged["data"])}
     eval_model = merged.get("eval", {}).get("model") or {}
     return {
         name: _model_coverage(
             json.dumps(merged["model"], sort_keys=True),
-            classes,
+            len(class_names),
             tuple(sizes[name]),
             json.dumps(eval_model if name == "eval" else {}, sort_keys=True),
         )
@@ -63,8 +64,9 @@ def _coverage(spec: Spec, scale: str, variant) -> dict[str, dict[str, ConvTaps]]
 @lru_cache(maxsize=512)
 def _model_coverage(model_json: str, classes: int, size: tuple[int, int], reconfigure_json: str):
     net = build_on_meta(json.loads(model_json), classes)
-    if json.loads(reconfigure_json):
-        net.reconfigure(**json.loads(reconfigure_json))
+    reconfigure = json.loads(reconfigure_json)
+    if reconfigure:
+        net.reconfigure(**reconfigure)
     for module in list(net.modules()):  # shapes only: normalisation changes none, and is slow on meta
         for child_name, child in list(module.named_children()):
             if isinstance(child, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)):
@@ -85,7 +87,7 @@ def compare(a: dict[str, ConvTaps], b: dict[str, ConvTaps]) -> dict | None:
     and its worst layer. None when the sides differ in no spatial convolution."""
     lowest = None
     for side, mine, other in (("a", a, b), ("b", b, a)):
-        names = [n for n, taps in mine.items() if _geometry(taps) != _geometry(other.get(n))]
+        names = [n for n, taps in mine.items() if taps != other.get(n)]  # counts follow from geometry
         if names:
             share, worst = _share(mine, names)
             if lowest is None or share < lowest["share"]:
@@ -103,10 +105,6 @@ def compare(a: dict[str, ConvTaps], b: dict[str, ConvTaps]) -> dict | None:
                     },
                 }
     return lowest
-
-
-def _geometry(taps: ConvTaps | None):
-    return None if taps is None else (taps.kernel, taps.dilation, taps.stride, taps.padding, taps.map_size)
 
 
 def pair_regime(spec: Spec, scale: str, a: str, b: str, cache: dict) -> dict:
@@ -127,8 +125,7 @@ def pair_regime(spec: Spec, scale: str, a: str, b: str, cache: dict) -> dict:
 def is_testable(mini: float | None, paper: float | None) -> bool:
     """The rule: the mini protocol expresses the claim's mechanism unless its share of taps on the
     map is below :data:`MIN_TAP_SHARE` where the paper's configuration is not (a filter that
-    degenerates in the paper too, e.g. DeepLab v3's rate 24 on 33 cells, is the paper's own
-    regime, and the claim is tested in it)."""
+    degenerates on the paper's own map too is the paper's regime, and the claim is tested in it)."""
     if mini is None or mini >= MIN_TAP_SHARE:
         return True
     return paper is not None and paper < MIN_TAP_SHARE
@@ -184,18 +181,20 @@ def regime_path(results_dir: Path, spec: Spec) -> Path:
     return results_dir / spec.id / "regime.json"
 
 
-def regime_text(spec: Spec) -> str:
-    return json.dumps(spec_regime(spec), indent=2, sort_keys=True) + "\n"
+def regime_text(spec: Spec, measured: dict | None = None) -> str:
+    """The file's text: ``measured`` (:func:`spec_regime`, measured here when not given)."""
+    return json.dumps(measured or spec_regime(spec), indent=2, sort_keys=True) + "\n"
 
 
-def write_regime(spec: Spec, results_dir: Path) -> Path | None:
-    """``results/<id>/regime.json`` (rewritten only when it changes); None for a timing spec."""
+def write_regime(spec: Spec, results_dir: Path) -> dict | None:
+    """Measure ``spec`` into ``results/<id>/regime.json`` (rewritten only when it changes) and
+    return the measurement; None for a timing spec."""
     if spec.kind != "ablation":
         return None
     path = regime_path(results_dir, spec)
-    text = regime_text(spec)
+    measured = spec_regime(spec)
+    text = regime_text(spec, measured)
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         check_writable([path.parent])
-        path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text)
-    return path
+    return measured

@@ -385,13 +385,21 @@ def _finish(run: dict, record: dict, bar, log, result: SweepResult) -> None:
     )
 
 
+def reusable(run: dict) -> tuple[Path, dict] | None:
+    """A successful result of exactly this run config, with current code, written for another
+    spec or variant: (its file, its record), copied instead of computed (also what ``plan``
+    counts as reused)."""
+    found = find_computed(Path(run["path"]).parents[2], run["config_hash"], Path(run["path"]))
+    return None if found is None or stale_parts(found[1], ROOT) else found
+
+
 def _reuse(pending: list[dict], result: SweepResult, log) -> list[dict]:
     """Copy results of identical run configs computed elsewhere (same code); return what is left."""
     left = []
     results_dir = Path(pending[0]["path"]).parents[2]
     for run in pending:
-        found = find_computed(results_dir, run["config_hash"], Path(run["path"]))
-        if found is None or stale_parts(found[1], ROOT):
+        found = reusable(run)
+        if found is None:
             left.append(run)
             continue
         source, record = found

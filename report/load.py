@@ -165,6 +165,7 @@ def load_regime(spec: Spec, results_dir: Path) -> dict[int, dict] | None:
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
         raise ReportInputError(f"{path}: not a regime measurement ({e}); {fix}") from None
     checks = spec.report.get("checks", [])
+    hashes = {v.name: geometry_hash(spec, "mini", v.name) for v in spec.variants}  # once per variant
     if sorted(entries) != list(range(len(checks))):
         raise ReportInputError(f"{path}: measures {len(entries)} claims, the spec has {len(checks)}; {fix}")
     for i, entry in entries.items():
@@ -172,7 +173,7 @@ def load_regime(spec: Spec, results_dir: Path) -> dict[int, dict] | None:
         pairs = [(p.get("a"), p.get("b")) for p in entry.get("pairs", [])]
         if entry.get("claim") != check.get("claim") or pairs != compared_pairs(spec, check):
             raise ReportInputError(f"{path}: claim {i + 1} was measured for another claim than the spec's; {fix}")
-        if entry.get("geometry") != {n: geometry_hash(spec, "mini", n) for n in entry["geometry"]}:
+        if entry.get("geometry") != {n: hashes.get(n) for n in entry["geometry"]}:
             raise ReportInputError(
                 f"{path}: claim {i + 1} was measured on other models or data than the spec's now; {fix}"
             )

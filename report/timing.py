@@ -234,15 +234,16 @@ def _alternatives_figure(spec: TimingSpec, grouped: pd.DataFrame, path: Path) ->
     plt = plotting.pyplot()
     groups = list(dict.fromkeys(grouped["group"]))
     fig, ax = plt.subplots(figsize=(9.5, 1.0 + 0.5 * len(grouped) + 0.4 * len(groups)))
-    labels, y = [], 0
+    labels, positions, y = [], [], 0.0
     for group in groups:
         for r in grouped[grouped.group == group].itertuples():
             ax.barh(y, r.ms / 1000, color="#4c72b0", height=0.6)
             ax.text(r.ms / 1000, y, f" {r.ms / 1000:.2f} s", va="center", fontsize=9)
             labels.append(f"{r.item} ({group})" if len(groups) > 1 else r.item)
+            positions.append(y)
             y += 1
-        y += 0.5
-    ax.set_yticks(_bar_positions(grouped, groups), labels)
+        y += 0.5  # a gap between groups
+    ax.set_yticks(positions, labels)
     ax.invert_yaxis()
     ax.set_xlabel("time per image (s), median of the rounds")
     ax.set_xlim(0, grouped["ms"].max() / 1000 * 1.25)
@@ -250,16 +251,6 @@ def _alternatives_figure(spec: TimingSpec, grouped: pd.DataFrame, path: Path) ->
     fig.tight_layout()
     plotting.save(fig, path)
     return True
-
-
-def _bar_positions(grouped: pd.DataFrame, groups: list) -> list[float]:
-    positions, y = [], 0.0
-    for group in groups:
-        for _ in range(int((grouped.group == group).sum())):
-            positions.append(y)
-            y += 1
-        y += 0.5
-    return positions
 
 
 def page(

@@ -589,16 +589,4 @@ def test_running_the_same_submitit_command_again_while_its_tasks_run_submits_not
 
 
 def _descendants(pid: int) -> list[int]:
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = [], [pid]
-    while frontier:
-        children = [p for p, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
+    return [d for child in _children(pid) for d in (child, *_descendants(child))]
